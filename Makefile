@@ -1,0 +1,32 @@
+# babelsearch: `make demo` installs everything into .venv and runs the demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install demo test test-quick clean
+
+help:  ## Show the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Create .venv with babelsearch, its models and the test tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test,demo]'
+	touch $@
+
+demo: install  ## Build the demo collection into data/, index it, search it in several languages
+	$(BIN)/babelsearch demo
+
+test: install  ## Run the whole test suite (the real model over the shared sample included)
+	$(BIN)/python -m pytest
+
+test-quick: install  ## The quick loop: everything but the slow integration tests
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:  ## Remove the demo data (not the virtual environment)
+	rm -rf data/demo-photos data/demo-index

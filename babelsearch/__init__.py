@@ -1,0 +1,1 @@
+"""babelsearch command line: the composition root that wires indexer, engine and webui together."""

