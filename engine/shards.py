@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -30,6 +31,35 @@ class ShardSet:
     @property
     def ntotal(self) -> int:
         return sum(index.ntotal for index in self.indexes)
+
+    def vectors_for_ids(self, ids) -> np.ndarray:
+        """The stored vectors of the given ids, float32 (len(ids), dim); an unknown id raises KeyError."""
+        wanted = [int(i) for i in ids]
+        dim = self.indexes[0].d if self.indexes else 0
+        out = np.zeros((len(wanted), dim), dtype=np.float32)
+        found = np.zeros(len(wanted), dtype=bool)
+        for index in self.indexes:
+            for row, image_id in enumerate(wanted):
+                if found[row]:
+                    continue
+                try:
+                    out[row] = index.reconstruct(image_id)
+                    found[row] = True
+                except RuntimeError:
+                    pass  # not in this shard
+        if not found.all():
+            raise KeyError(f"no vector for ids {[i for i, f in zip(wanted, found) if not f][:10]}")
+        return out
+
+    def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids int64, vectors float32) in batches, shard by shard (for index-wide passes)."""
+        import faiss
+
+        for index in self.indexes:
+            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+            for start in range(0, index.ntotal, batch_size):
+                n = min(batch_size, index.ntotal - start)
+                yield ids[start : start + n], index.index.reconstruct_n(start, n)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query over all shards; missing slots have id -1, score -inf."""

@@ -117,3 +117,21 @@ def test_vectors_without_catalog_rows_are_never_shown_and_get_dropped(colour_fol
     engine = SearchEngine.open(index_dir)
     assert engine.info()["vectors"] == 8 == engine.count
     assert np.any([Path(h.path).name == "red0.jpg" for h in engine.search("red", k=2)])
+
+
+def test_stored_vectors_by_id_and_in_bulk(colour_folder: Path, tmp_path: Path):
+    from engine.shards import ShardSet
+
+    build_index([colour_folder], tmp_path / "index", model="test-colours", batch_size=3)
+    engine = SearchEngine.open(tmp_path / "index")
+    shards = ShardSet.open(engine.index_dir, engine.manifest)
+    batches = list(shards.iter_vectors(batch_size=3))
+    ids = np.concatenate([b[0] for b in batches])
+    vectors = np.concatenate([b[1] for b in batches])
+    assert sorted(ids.tolist()) == list(range(8)) and vectors.shape == (8, 4)
+    picked = shards.vectors_for_ids([int(ids[5]), int(ids[2])])
+    assert np.allclose(picked, vectors[[5, 2]])
+    hit = engine.search_vectors(picked[:1], k=1)[0][0]
+    assert hit.id == int(ids[5]) and hit.score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(KeyError):
+        shards.vectors_for_ids([999])
