@@ -88,7 +88,7 @@ def build_index(
     report = IndexReport(index_dir=index_dir, found=len(paths), unchanged=len(paths) - len(todo))
 
     shard = _load_flat_shard(index_dir, manifest, db)
-    next_id = max(_max_id(db), int(shard.ntotal and _shard_ids(shard).max())) + 1
+    next_id = max(_max_id(db), int(_shard_ids(shard).max()) if shard.ntotal else -1) + 1
     pending_rows: list[dict] = []
 
     def checkpoint() -> None:
