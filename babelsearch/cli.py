@@ -148,10 +148,15 @@ def serve(index_dir, host, port, threads) -> None:
     from webui.app import warm_up
 
     engine = SearchEngine.open(index_dir)
-    click.echo(f"loading model {engine.manifest.model} ...")
-    warm_up(engine)
     app = create_app({"INDEX_DIR": index_dir, "ENGINE": engine})
-    server = create_server(app, host=host, port=port, threads=threads, ident="babelsearch")
+    try:
+        # waitress refuses bodies far over the app's upload limit itself, before buffering them
+        server = create_server(app, host=host, port=port, threads=threads, ident="babelsearch",
+                               max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"loading model {engine.manifest.model} ...")
+    warm_up(engine)  # bound first, so a busy port fails fast; connections wait until the model is ready
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach it can search and view these photos",
                    err=True)

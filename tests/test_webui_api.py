@@ -121,7 +121,7 @@ def test_image_upload_errors(client, app, monkeypatch):
     assert_error(post({"image": (io.BytesIO(b"not an image at all"), "junk.jpg")}), 400, "invalid_image")
     assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "q.png"), "k": "0"}), 400, "bad_parameter")
     # decompression-bomb guard: more pixels than allowed is refused before decoding
-    monkeypatch.setattr("webui.thumbs.MAX_PIXELS", 100)
+    monkeypatch.setattr("engine.images.MAX_PIXELS", 100)
     assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "big.png")}), 400, "invalid_image", "too large")
 
 

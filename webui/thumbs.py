@@ -15,10 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from engine import images
 from engine.errors import InvalidImage
 
-# Decompression-bomb guard, as the indexer's: an image with more pixels is refused.
-MAX_PIXELS = 250_000_000
 THUMB_SIZES = (256, 1024)  # grid and detail view; nothing else is made, whatever a request asks
 JPEG_QUALITY = 85
 
@@ -35,34 +34,20 @@ def open_image(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > images.MAX_PIXELS:
                 raise InvalidImage(f"image too large ({image.width}x{image.height} pixels)")
             if reduce_to and image.format == "JPEG":
                 scale = reduce_to / min(image.size)
                 if scale < 1:
                     image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
             image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
+            image = images.to_rgb(image)
             image.load()
             return image
     except InvalidImage:
         raise
     except Exception as exc:  # PIL raises many types for damaged data; each becomes one message
         raise InvalidImage(f"not a readable image ({type(exc).__name__}: {exc})") from None
-
-
-def _to_rgb(image: Any) -> Any:
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # transparent areas become white, as a viewer shows them, not black
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 class ThumbnailCache:
