@@ -157,14 +157,14 @@ def test_thumbnails_are_made_once_and_cached_next_to_the_index(client, colour_in
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     thumb = Image.open(io.BytesIO(response.data))
     assert thumb.size == (record["width"], record["height"])  # small images are never enlarged
-    cached = list((colour_index / "thumbs").glob("5-*-256.jpg"))
+    cached = list((colour_index / ".thumbs").glob("5-*-256.jpg"))
     assert len(cached) == 1 and cached[0].read_bytes() == response.data
     # a second request is served from the cache, without decoding the image again
     monkeypatch.setattr("webui.thumbs.render_thumbnail", lambda *a: pytest.fail("not cached"))
     again = client.get("/images/5/thumb")
     assert again.data == response.data
     assert client.get("/images/5/thumb", headers={"If-None-Match": again.headers["ETag"]}).status_code == 304
-    for path in (colour_index / "thumbs").iterdir():  # names come from catalog ids and hashes only
+    for path in (colour_index / ".thumbs").iterdir():  # names come from catalog ids and hashes only
         assert re.fullmatch(r"\d+-[0-9a-f]{16}-(256|1024)\.jpg", path.name), path.name
 
 

@@ -108,6 +108,13 @@ def test_search_open_a_result_and_more_like_this(server, browser):
     assert len(card_names(page)) == 6 and all(width > 0 for width in loaded_images(page, "#results img"))
     assert "Russian" in page.inner_text("#query-language")
 
+    page.fill("input[name=q]", "قطة")  # Arabic: cat, typed and shown right to left
+    page.press("input[name=q]", "Enter")
+    page.wait_for_selector("#results img")
+    assert card_names(page)[0] == "cat-chelsea.png" and "Arabic" in page.inner_text("#query-language")
+    assert page.eval_on_selector(".summary q", "q => getComputedStyle(q).direction") == "rtl"
+    assert page.eval_on_selector("input[name=q]", "i => getComputedStyle(i).direction") == "rtl"
+
     page.click("#results li:first-child a")
     page.wait_for_selector("#full-image")
     page.wait_for_function("() => document.getElementById('full-image').complete")
@@ -139,6 +146,24 @@ def test_more_results_and_search_by_image(server, browser):
     page.wait_for_url(base + "/search/image")
     page.wait_for_selector("#results img")
     assert card_names(page)[0] == "rocket.png" and "rocket.png" in page.inner_text(".summary")
+
+    # dropping an image file anywhere on the page searches by it
+    page.goto(base + "/")
+    coffee_id = page.evaluate("async () => (await (await fetch('/api/search?q=Kaffee&k=1')).json()).results[0].id")
+    drop = page.evaluate_handle(
+        """async (id) => {
+            const blob = await (await fetch('/images/' + id + '/file')).blob();
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+            return transfer;
+        }""",
+        coffee_id,
+    )
+    page.dispatch_event("body", "dragenter", {"dataTransfer": drop})
+    assert page.is_visible("#drop-hint")
+    page.dispatch_event("body", "drop", {"dataTransfer": drop})
+    page.wait_for_url(base + "/search/image")
+    assert card_names(page)[0] == "coffee.png" and "dropped.png" in page.inner_text(".summary")
     assert elsewhere == []
     context.close()
 

@@ -17,7 +17,7 @@ __all__ = ["create_app", "SETTINGS"]
 SETTINGS: dict[str, tuple[Any, str]] = {
     "INDEX_DIR": (None, "The index directory to serve; without one the UI says 'no index loaded'."),
     "ENGINE": (None, "An already opened engine.SearchEngine (used instead of opening INDEX_DIR)."),
-    "THUMB_DIR": (None, "Where thumbnails are cached; default INDEX_DIR/thumbs. False: no cache."),
+    "THUMB_DIR": (None, "Where thumbnails are cached; default INDEX_DIR/.thumbs. False: not cached."),
     "MAX_CONTENT_LENGTH": (16 * 1024 * 1024, "Largest request body (an uploaded query image), bytes."),
     "PAGE_SIZE": (24, "Results per page in the browser."),
     "API_DEFAULT_K": (10, "k of API searches that give none."),

@@ -105,7 +105,8 @@ def _load_state(config: dict[str, Any]) -> State:
         error = "no index loaded: start the server with `babelsearch serve INDEX_DIR`"
     thumb_dir = config.get("THUMB_DIR")
     if thumb_dir is None and engine is not None:
-        thumb_dir = Path(engine.index_dir) / "thumbs"
+        # hidden, so that an index kept inside a photo folder never has its thumbnails indexed
+        thumb_dir = Path(engine.index_dir) / ".thumbs"
     return State(engine, error, ThumbnailCache(thumb_dir or None))
 
 
