@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick clean bench-encode
+.PHONY: help install demo test test-quick clean serve bench-server bench-encode
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,8 +28,15 @@ test: install  ## Run the whole test suite (the real model over the shared sampl
 test-quick: install  ## The quick loop: everything but the slow integration tests
 	$(BIN)/python -m pytest -m "not slow"
 
-bench-encode: install  ## Indexing images/s (decode, model, end to end) and query latency of babel-lite
-	$(BIN)/python benchmarks/bench_encode.py
-
 clean:  ## Remove the demo data (not the virtual environment)
 	rm -rf data/demo-photos data/demo-index
+
+serve: install  ## Serve the demo index at http://127.0.0.1:8000 (built first if missing)
+	test -f data/demo-index/manifest.json || $(BIN)/babelsearch demo
+	$(BIN)/babelsearch serve data/demo-index
+
+bench-server: install  ## Load test: 32 concurrent clients x 3000 mixed requests against a live server
+	$(BIN)/python benchmarks/bench_server.py
+
+bench-encode: install  ## Indexing images/s (decode, model, end to end) and query latency of babel-lite
+	$(BIN)/python benchmarks/bench_encode.py
