@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick clean serve bench-server
+.PHONY: help install demo test test-quick clean serve bench-server bench-encode
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,3 +37,6 @@ serve: install  ## Serve the demo index at http://127.0.0.1:8000 (built first if
 
 bench-server: install  ## Load test: 32 concurrent clients x 3000 mixed requests against a live server
 	$(BIN)/python benchmarks/bench_server.py
+
+bench-encode: install  ## Indexing images/s (decode, model, end to end) and query latency of babel-lite
+	$(BIN)/python benchmarks/bench_encode.py

@@ -104,7 +104,7 @@ def build_index(
     short_side = getattr(encoder, "preprocess_short_side", None)
     since_checkpoint = 0
     try:
-        for batch in _batches(_decode_all(todo, short_side, workers), batch_size):
+        for batch in _batches(_decode_all(todo, short_side, workers, lookahead=2 * batch_size), batch_size):
             good = [item for item in batch if isinstance(item, Decoded)]
             report.skipped.extend(item for item in batch if isinstance(item, Failed))
             if good:
@@ -192,10 +192,17 @@ def _max_id(db) -> int:
     return -1 if row["m"] is None else int(row["m"])
 
 
-def _decode_all(paths: list[Path], short_side: int | None, workers: int | None) -> Iterator[Decoded | Failed]:
-    """Decode in worker threads, in order, with a bounded look-ahead so memory stays flat."""
+def _decode_all(
+    paths: list[Path], short_side: int | None, workers: int | None, lookahead: int = 0
+) -> Iterator[Decoded | Failed]:
+    """Decode in worker threads, in order, with a bounded look-ahead so memory stays flat.
+
+    ``lookahead`` should cover two batches: the workers then decode the whole next batch while the
+    model runs on this one, and the model never waits on decoding (with a window smaller than a
+    batch, half of every batch was decoded only after the model had finished the previous one).
+    """
     workers = workers or max(1, min(4, os.cpu_count() or 1))
-    window = workers * 8
+    window = max(workers * 8, lookahead)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         queue: deque = deque()
         it = iter(paths)

