@@ -4,8 +4,10 @@ from .encoders import DEFAULT_MODEL, Encoder, available_models, get_encoder, reg
 from .errors import (
     BabelsearchError,
     IncompatibleIndex,
+    IndexBusy,
     IndexNotFound,
     InvalidQuery,
+    InvalidSetting,
     SourceError,
     UnknownModel,
 )
@@ -17,8 +19,10 @@ __all__ = [
     "Encoder",
     "Hit",
     "IncompatibleIndex",
+    "IndexBusy",
     "IndexNotFound",
     "InvalidQuery",
+    "InvalidSetting",
     "SearchEngine",
     "SourceError",
     "UnknownModel",

@@ -23,3 +23,11 @@ class InvalidQuery(BabelsearchError):
 
 class SourceError(BabelsearchError):
     """An indexing source (folder, path list) that cannot be read at all."""
+
+
+class InvalidSetting(BabelsearchError):
+    """A build setting that cannot be used (an unsupported index factory, a device that is absent)."""
+
+
+class IndexBusy(BabelsearchError):
+    """Another indexing run is writing the same index directory."""

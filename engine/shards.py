@@ -1,4 +1,14 @@
-"""Open an index's shards and search them together with per-call parameters."""
+"""Open an index's shards and search them together with per-call parameters.
+
+Every shard of an IVF index was filled from the same trained index, so their inverted lists are
+combined at open time into one searchable index (the recipe of faiss' ``contrib/ondisk.py``): one
+coarse quantisation and one list scan per query, exactly the results an unsharded index gives.
+Flat shards are searched one by one and their top-k lists merged.
+
+Each shard keeps its vectors beside it (``*.vectors.npy``, memory-mapped, rows sorted by id in
+``*.ids.npy``): they re-score candidates exactly (refine) and serve ``vectors_for_ids`` and
+``iter_vectors`` without holding float vectors in RAM.
+"""
 
 from __future__ import annotations
 
@@ -11,72 +21,229 @@ import numpy as np
 
 from .layout import Manifest
 
+# queries re-scored together: bounds the (queries, candidates, dim) block to tens of MB
+REFINE_BLOCK = 64
+
+
+@dataclass
+class RefineStore:
+    """One shard's ids (sorted int64) and vectors (float16/float32 rows), memory-mapped."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def open(cls, ids_path: Path, vectors_path: Path) -> "RefineStore":
+        return cls(np.load(ids_path, mmap_mode="r"), np.load(vectors_path, mmap_mode="r"))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def locate(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of wanted ids held here, their rows); binary search touches a few pages only."""
+        if not len(self.ids) or not len(wanted):
+            return np.zeros(len(wanted), bool), np.zeros(0, np.int64)
+        rows = np.searchsorted(self.ids, wanted)
+        rows = np.minimum(rows, len(self.ids) - 1)
+        found = np.asarray(self.ids[rows]) == wanted
+        return found, rows[found]
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors of the given rows as float32 (rows read in sorted order: sequential disk access)."""
+        if not len(rows):
+            return np.zeros((0, self.vectors.shape[1]), np.float32)
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.vectors.shape[1]), np.float32)
+        out[order] = self.vectors[rows[order]]
+        return out
+
 
 @dataclass
 class ShardSet:
-    """The FAISS shards of one index, loaded for searching (never mutated by a search)."""
+    """The shards of one index, loaded for searching (never mutated by a search)."""
 
-    indexes: list  # list[faiss.Index]
+    dim: int
+    stores: list[RefineStore]
+    ivf_index: object | None = None  # all IVF shards combined into one faiss index
+    flat_indexes: list | None = None  # or: exact shards, searched one by one and merged
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, manifest: Manifest) -> "ShardSet":
         import faiss
 
-        indexes = []
-        for shard in manifest.shards:
-            path = Path(index_dir) / shard.file
-            indexes.append(faiss.read_index(str(path)))
-        return cls(indexes)
+        index_dir = Path(index_dir)
+        stores = [RefineStore.open(index_dir / s.ids, index_dir / s.vectors) for s in manifest.shards]
+        indexes = [faiss.read_index(str(index_dir / s.file)) for s in manifest.shards]
+        if indexes and is_ivf(indexes[0]):
+            return cls(manifest.dim, stores, ivf_index=combine_ivf_shards(indexes))
+        return cls(manifest.dim, stores, flat_indexes=indexes)
 
     @property
     def ntotal(self) -> int:
-        return sum(index.ntotal for index in self.indexes)
+        return sum(len(store) for store in self.stores)
 
+    @property
+    def nlist(self) -> int:
+        """Inverted lists of the combined IVF index (0 for exact shards)."""
+        if self.ivf_index is None:
+            return 0
+        import faiss
+
+        return faiss.extract_index_ivf(self.ivf_index).nlist
+
+    # -- stored vectors --------------------------------------------------------------------------
     def vectors_for_ids(self, ids) -> np.ndarray:
         """The stored vectors of the given ids, float32 (len(ids), dim); an unknown id raises KeyError."""
-        wanted = [int(i) for i in ids]
-        dim = self.indexes[0].d if self.indexes else 0
-        out = np.zeros((len(wanted), dim), dtype=np.float32)
-        found = np.zeros(len(wanted), dtype=bool)
-        for index in self.indexes:
-            for row, image_id in enumerate(wanted):
-                if found[row]:
-                    continue
-                try:
-                    out[row] = index.reconstruct(image_id)
-                    found[row] = True
-                except RuntimeError:
-                    pass  # not in this shard
+        wanted = np.asarray([int(i) for i in ids], dtype=np.int64)
+        out, found = self._gather(wanted)
         if not found.all():
-            raise KeyError(f"no vector for ids {[i for i, f in zip(wanted, found) if not f][:10]}")
+            raise KeyError(f"no vector for ids {wanted[~found][:10].tolist()}")
         return out
 
     def iter_vectors(self, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids int64, vectors float32) in batches, shard by shard (for index-wide passes)."""
-        import faiss
+        for store in self.stores:
+            for start in range(0, len(store), batch_size):
+                stop = min(start + batch_size, len(store))
+                yield (
+                    np.array(store.ids[start:stop], dtype=np.int64),
+                    np.array(store.vectors[start:stop], dtype=np.float32),
+                )
 
-        for index in self.indexes:
-            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-            for start in range(0, index.ntotal, batch_size):
-                n = min(batch_size, index.ntotal - start)
-                yield ids[start : start + n], index.index.reconstruct_n(start, n)
+    def _gather(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 vectors for ``wanted`` (zeros where unknown) and the mask of those found."""
+        out = np.zeros((len(wanted), self.dim), np.float32)
+        found = np.zeros(len(wanted), bool)
+        for store in self.stores:
+            todo = np.flatnonzero(~found)
+            if not len(todo):
+                break
+            mask, rows = store.locate(wanted[todo])
+            out[todo[mask]] = store.rows(rows)
+            found[todo[mask]] = True
+        return out, found
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query over all shards; missing slots have id -1, score -inf."""
+    # -- searching: candidates -> refine ---------------------------------------------------------
+    def candidates(
+        self, queries: np.ndarray, n: int, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-n (scores, ids) per query over all shards; empty slots: id -1, score -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        n = len(queries)
-        if not self.indexes or n == 0:
-            return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        scores, ids = [], []
-        for index in self.indexes:
-            if index.ntotal == 0:
-                continue
-            d, i = index.search(queries, min(k, index.ntotal))
-            scores.append(d)
-            ids.append(i)
-        if not scores:
-            return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        return merge_results(scores, ids, k)
+        nq = len(queries)
+        if self.ivf_index is not None and self.ivf_index.ntotal and nq:
+            params = ivf_search_params(self.ivf_index, nprobe)
+            scores, ids = self.ivf_index.search(queries, n, params=params)
+            return _clean(scores, ids)
+        parts = [
+            index.search(queries, min(n, index.ntotal))
+            for index in (self.flat_indexes or [])
+            if index.ntotal and nq
+        ]
+        if not parts:
+            return np.full((nq, n), -np.inf, np.float32), np.full((nq, n), -1, np.int64)
+        return merge_results([p[0] for p in parts], [p[1] for p in parts], n)
+
+    def refine(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores for candidate ids from the stored vectors, each row sorted best first."""
+        queries = np.asarray(queries, dtype=np.float32)
+        parts = [
+            self._refine_block(queries[s : s + REFINE_BLOCK], ids[s : s + REFINE_BLOCK])
+            for s in range(0, len(queries), REFINE_BLOCK)
+        ]
+        if not parts:
+            return np.zeros(ids.shape, np.float32), ids.astype(np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _refine_block(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = ids.ravel()
+        valid = flat >= 0
+        unique, inverse = np.unique(flat[valid], return_inverse=True)
+        vectors, found = self._gather(unique)
+        candidates = np.zeros((flat.size, self.dim), np.float32)
+        candidates[valid] = vectors[inverse]
+        exact = np.einsum("qd,qcd->qc", queries, candidates.reshape(*ids.shape, self.dim))
+        present = np.zeros(flat.shape, bool)
+        present[valid] = found[inverse]
+        present = present.reshape(ids.shape)
+        exact = np.where(present, exact, -np.inf).astype(np.float32)
+        order = np.argsort(-exact, axis=1, kind="stable")
+        scores = np.take_along_axis(exact, order, axis=1)
+        out_ids = np.take_along_axis(np.where(present, ids, -1), order, axis=1).astype(np.int64)
+        return scores, out_ids
+
+    def search(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None, refine_factor: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids): k * refine_factor candidates, re-scored exactly when refine_factor > 1."""
+        if refine_factor <= 1:
+            return self.candidates(queries, k, nprobe)
+        scores, ids = self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1])
+        return scores[:, :k], ids[:, :k]
+
+
+def _clean(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores = scores.astype(np.float32, copy=True)
+    ids = ids.astype(np.int64, copy=False)
+    scores[ids < 0] = -np.inf
+    return scores, ids
+
+
+def is_ivf(index) -> bool:
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return False
+    return True
+
+
+def ivf_search_params(index, nprobe: int | None):
+    """Per-call IVF parameters (through a pre-transform such as OPQ); None keeps the index's own."""
+    import faiss
+
+    if nprobe is None:
+        return None
+    ivf = faiss.extract_index_ivf(index)
+    params = faiss.SearchParametersIVF(nprobe=max(1, min(int(nprobe), ivf.nlist)))
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+        wrapped = faiss.SearchParametersPreTransform()
+        wrapped.index_params = params
+        wrapped.referenced_objects = [params]  # keep the inner params alive as long as the wrapper
+        return wrapped
+    return params
+
+
+def combine_ivf_shards(indexes: list):
+    """One index searching the inverted lists of all shards (which share one trained quantizer).
+
+    Lists are sized exactly before the shards' entries are moved in, so the combined index holds
+    no more memory than the shards did; the shards' own quantizers are freed with them.
+    """
+    import faiss
+
+    base = indexes[0]
+    base_ivf = faiss.extract_index_ivf(base)
+    if len(indexes) == 1:
+        return base
+    ivfs = [faiss.extract_index_ivf(index) for index in indexes]
+    nlist, code_size = base_ivf.nlist, base_ivf.code_size
+    combined = faiss.ArrayInvertedLists(nlist, code_size)
+    sizes = np.zeros(nlist, np.int64)
+    for ivf in ivfs:
+        if ivf.nlist != nlist or ivf.code_size != code_size:
+            raise ValueError("shards were filled from different trained indexes")
+        sizes += [ivf.invlists.list_size(i) for i in range(nlist)]
+    for list_no in np.flatnonzero(sizes):
+        combined.resize(int(list_no), int(sizes[list_no]))  # exact capacity ...
+        combined.resize(int(list_no), 0)  # ... kept when emptied, so merging never over-allocates
+    for ivf in ivfs:
+        combined.merge_from(ivf.invlists, 0)  # moves the entries out of the shard
+    base_ivf.replace_invlists(combined, True)
+    combined.this.disown()  # owned by the index now
+    base_ivf.ntotal = int(sizes.sum())
+    base.ntotal = base_ivf.ntotal
+    return base
 
 
 def merge_results(
