@@ -322,7 +322,7 @@ class IndexWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Make every pending vector durable: shards, manifest, catalog rows (see module doc)."""
+        """Make every pending vector durable, one shard at a time: shard, manifest, catalog rows."""
         if not self._pending_ids:
             return
         started = time.perf_counter()
@@ -331,29 +331,23 @@ class IndexWriter:
         rows = list(self._pending_rows)
         if len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate ids in one indexing batch")
-        dtype = self.refine_dtype
-        size = self.manifest.shard_size
-        old, new_shards, start = [], [], 0
-        last = self._open_shard()
-        if last is not None:
-            take = size - last.count
-            new_shards.append(self._extend_shard(last, ids[:take], vectors[:take], dtype))
-            old.append(last)
-            start = take
+        start = 0
         while start < len(ids):
-            stop = min(start + size, len(ids))
-            new_shards.append(self._write_shard(ids[start:stop], vectors[start:stop], dtype))
+            last = self._open_shard()
+            stop = min(len(ids), start + self.manifest.shard_size - (last.count if last else 0))
+            piece = ids[start:stop], vectors[start:stop]
+            if last is not None:
+                self._commit(self.shards[:-1] + [self._extend_shard(last, *piece)], [last])
+            else:
+                self._commit(self.shards + [self._write_shard(*piece, self.refine_dtype)], [])
+            _debug_point("before-catalog")
+            _insert_rows(self.db, rows[start:stop])
+            self.manifest.images = self.db[IMAGES].count
+            write_manifest(self.index_dir, self.manifest)
             start = stop
-        shards = [s for s in self.shards if s not in old] + new_shards
-        self._commit(shards, old)
-        _debug_point("before-catalog")
-        if rows:
-            _insert_rows(self.db, rows)
         self._pending_ids.clear()
         self._pending_vectors.clear()
         self._pending_rows.clear()
-        self.manifest.images = self.db[IMAGES].count
-        write_manifest(self.index_dir, self.manifest)
         self.stats.write_seconds += time.perf_counter() - started
         _debug_point("after-checkpoint")
 
@@ -390,9 +384,10 @@ class IndexWriter:
             return make_index(FLAT, self.manifest.dim)
         return faiss.clone_index(self.template)
 
-    def _extend_shard(self, shard: ShardInfo, ids: np.ndarray, vectors: np.ndarray, dtype) -> ShardInfo:
+    def _extend_shard(self, shard: ShardInfo, ids: np.ndarray, vectors: np.ndarray) -> ShardInfo:
         import faiss
 
+        dtype = self.refine_dtype
         store = self.store(shard)
         index = faiss.read_index(str(self.index_dir / shard.file))
         all_ids = np.concatenate([np.asarray(store.ids), ids])
