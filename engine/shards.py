@@ -34,7 +34,11 @@ class RefineStore:
 
     @classmethod
     def open(cls, ids_path: Path, vectors_path: Path) -> "RefineStore":
-        return cls(np.load(ids_path, mmap_mode="r"), np.load(vectors_path, mmap_mode="r"))
+        # plain ndarray views of the maps: np.memmap's subclass hooks cost more than the lookups
+        return cls(
+            np.load(ids_path, mmap_mode="r").view(np.ndarray),
+            np.load(vectors_path, mmap_mode="r").view(np.ndarray),
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -49,13 +53,8 @@ class RefineStore:
         return found, rows[found]
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
-        """Vectors of the given rows as float32 (rows read in sorted order: sequential disk access)."""
-        if not len(rows):
-            return np.zeros((0, self.vectors.shape[1]), np.float32)
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), self.vectors.shape[1]), np.float32)
-        out[order] = self.vectors[rows[order]]
-        return out
+        """Vectors of the given rows as float32."""
+        return self.vectors[rows].astype(np.float32)
 
 
 @dataclass
@@ -114,13 +113,11 @@ class ShardSet:
         """float32 vectors for ``wanted`` (zeros where unknown) and the mask of those found."""
         out = np.zeros((len(wanted), self.dim), np.float32)
         found = np.zeros(len(wanted), bool)
-        for store in self.stores:
-            todo = np.flatnonzero(~found)
-            if not len(todo):
-                break
-            mask, rows = store.locate(wanted[todo])
-            out[todo[mask]] = store.rows(rows)
-            found[todo[mask]] = True
+        for store in self.stores:  # an id lives in one shard only
+            mask, rows = store.locate(wanted)
+            if rows.size:
+                out[mask] = store.rows(rows)
+                found |= mask
         return out, found
 
     # -- searching: candidates -> refine ---------------------------------------------------------
@@ -157,18 +154,18 @@ class ShardSet:
     def _refine_block(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         flat = ids.ravel()
         valid = flat >= 0
-        unique, inverse = np.unique(flat[valid], return_inverse=True)
-        vectors, found = self._gather(unique)
+        vectors, found = self._gather(flat[valid])
         candidates = np.zeros((flat.size, self.dim), np.float32)
-        candidates[valid] = vectors[inverse]
-        exact = np.einsum("qd,qcd->qc", queries, candidates.reshape(*ids.shape, self.dim))
-        present = np.zeros(flat.shape, bool)
-        present[valid] = found[inverse]
-        present = present.reshape(ids.shape)
-        exact = np.where(present, exact, -np.inf).astype(np.float32)
+        candidates[valid] = vectors
+        present = np.zeros(flat.size, bool)
+        present[valid] = found
+        # one small matrix product per query: (candidates, dim) @ (dim,)
+        exact = np.matmul(candidates.reshape(*ids.shape, self.dim), queries[:, :, None])[..., 0]
+        exact[~present.reshape(ids.shape)] = -np.inf
         order = np.argsort(-exact, axis=1, kind="stable")
         scores = np.take_along_axis(exact, order, axis=1)
-        out_ids = np.take_along_axis(np.where(present, ids, -1), order, axis=1).astype(np.int64)
+        out_ids = np.take_along_axis(ids.astype(np.int64), order, axis=1)
+        out_ids[~np.isfinite(scores)] = -1
         return scores, out_ids
 
     def search(
