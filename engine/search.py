@@ -12,7 +12,7 @@ import numpy as np
 
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
-from .errors import InvalidQuery
+from .errors import IncompatibleIndex, InvalidQuery
 from .layout import PRECOMPUTED_MODEL, Manifest, check_model, check_readable, read_manifest
 from .shards import ShardSet
 
@@ -58,10 +58,10 @@ class SearchEngine:
             check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
             try:
                 shards = ShardSet.open(index_dir, manifest)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 # a concurrent `index` run replaced a shard between our manifest read and the open
                 if attempt == 2:
-                    raise
+                    raise IncompatibleIndex(f"index {index_dir} is damaged: {exc} is missing") from None
                 continue
             return cls(index_dir, manifest, shards, encoder)
         raise AssertionError("unreachable")

@@ -71,6 +71,10 @@ class ShardSet:
         import faiss
 
         index_dir = Path(index_dir)
+        for shard in manifest.shards:  # a file replaced since the manifest was read: the caller retries
+            for name in (shard.file, shard.ids, shard.vectors):
+                if not name or not (index_dir / name).is_file():
+                    raise FileNotFoundError(index_dir / str(name))
         stores = [RefineStore.open(index_dir / s.ids, index_dir / s.vectors) for s in manifest.shards]
         indexes = [faiss.read_index(str(index_dir / s.file)) for s in manifest.shards]
         if indexes and is_ivf(indexes[0]):

@@ -216,7 +216,12 @@ class IndexWriter:
                         f"{self.manifest.trained_for:,} (x{OUTGROWN_FACTOR}): retraining as {target}"
                     )
         if not needed:
-            self.note(f"index factory: {current} ({self.count:,} vectors indexed)")
+            if current == FLAT or requested:
+                self.note(f"index factory: {current} ({reason})")
+            else:
+                trained_for = self.manifest.trained_for
+                self.note(f"index factory: {current} (trained for {trained_for:,} vectors; "
+                          f"retrained at {OUTGROWN_FACTOR * trained_for:,})")
             return
         self.note(f"index factory: {target} ({reason})")
         self._target, self._target_for, self._forced = target, expected, retrain
@@ -300,6 +305,7 @@ class IndexWriter:
         self._commit(new_shards, old)
         if template is not None:
             # after the manifest: a crash in between is repaired from the first shard (see _recover)
+            _debug_point("before-trained")
             atomic_write_bytes(self.index_dir / TRAINED, _serialize(template))
         else:
             (self.index_dir / TRAINED).unlink(missing_ok=True)
@@ -538,8 +544,10 @@ class IndexWriter:
         if data and _sha256_bytes(data) == self.manifest.trained_sha256:
             self.template = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
             return
-        if not self.shards:
-            raise IncompatibleIndex(f"{path} is missing or damaged and no shard can replace it; rebuild the index")
+        if not self.shards:  # interrupted right after training: nothing was added, train again
+            self.manifest.factory, self.manifest.trained, self.manifest.trained_sha256 = FLAT, None, None
+            self.template = None
+            return
         # an interrupted retrain: every shard holds the trained quantizer; emptied, one is the template
         template = faiss.read_index(str(self.index_dir / self.shards[0].file))
         template.reset()

@@ -89,6 +89,7 @@ def run_index(vectors: Path, index_dir: Path, kill_at: str | None = None) -> sub
     "kill_at, rows_kept",
     [
         pytest.param("before-manifest:1", 0, marks=pytest.mark.slow),  # before the trained index is committed
+        pytest.param("before-trained:1", 0, marks=pytest.mark.slow),  # manifest says trained, trained.faiss not saved
         pytest.param("shard-written:2", 500, marks=pytest.mark.slow),  # second shard half written
         ("before-catalog:3", 1000),  # third shard committed, its catalog rows not yet
         pytest.param("after-checkpoint:1", 4000, marks=pytest.mark.slow),  # all written, manifest not final

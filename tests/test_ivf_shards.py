@@ -221,3 +221,61 @@ def test_format_1_is_refused_for_search_and_upgraded_by_indexing(tmp_path: Path)
     assert engine.manifest.format_version == 2 and not (index_dir / "shards" / "00000.faiss").exists()
     hit = engine.search_vectors(x[3], k=1)[0][0]
     assert (hit.id, hit.path) == (103, "p3.jpg") and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_images_train_mid_run_and_earlier_flat_shards_are_converted(colour_folder: Path, tmp_path: Path):
+    from indexer import build_index
+
+    from .conftest import COLOURS
+
+    index_dir = tmp_path / "index"
+    report = build_index([colour_folder], index_dir, model="test-colours", batch_size=3,
+                         options=IndexOptions(index_factory="IVF2,Flat", shard_size=3))
+    manifest = read_manifest(index_dir)
+    assert report.factory == manifest.factory == "IVF2,Flat" and [s.count for s in manifest.shards] == [3, 3, 2]
+    engine = SearchEngine.open(index_dir)
+    for colour in COLOURS:  # nprobe 2 of 2 lists: exact
+        assert all(Path(h.path).name.startswith(colour) for h in engine.search(colour, k=2, nprobe=2))
+    # a factory that cannot be trained on 8 vectors: the index stays exact Flat and says so
+    report = build_index([colour_folder], tmp_path / "small", model="test-colours",
+                         options=IndexOptions(index_factory="IVF64,Flat"))
+    assert report.factory == "Flat" and any("kept Flat: IVF64,Flat needs at least 64" in n for n in report.notes)
+    assert len(SearchEngine.open(tmp_path / "small").search("red", k=8)) == 8
+
+
+@pytest.mark.slow
+def test_auto_factory_goes_flat_to_ivf_and_retrains_once_outgrown(tmp_path: Path):
+    x = clustered_vectors(100_000, dim=8, seed=21)
+    for n in (19_000, 20_000, 79_000, 80_000):
+        np.save(tmp_path / f"v{n}.npy", x[:n])
+    index_dir = tmp_path / "index"
+    assert index_embeddings(tmp_path / "v19000.npy", index_dir).factory == "Flat"
+    report = index_embeddings(tmp_path / "v20000.npy", index_dir)
+    assert report.factory == "IVF512,PQ8" and report.train_seconds > 0
+    assert read_manifest(index_dir).trained_for == 20_000
+    report = index_embeddings(tmp_path / "v79000.npy", index_dir)  # < 4x: no retraining
+    assert report.factory == "IVF512,PQ8" and report.train_seconds == 0
+    report = index_embeddings(tmp_path / "v80000.npy", index_dir)
+    assert report.factory == "IVF1024,PQ8" and any("outgrown" in n for n in report.notes)
+    engine = SearchEngine.open(index_dir)
+    assert engine.count == 80_000 and engine.manifest.trained_for == 80_000
+    queries = x[-50:]
+    found = ids_of(engine.search_vectors(queries, k=10, nprobe=64, refine_factor=10))
+    assert recall(found, exact_top_k(x[:80_000], queries, 10)) >= 0.95
+
+
+def test_a_trained_index_lost_in_an_interrupted_retrain_is_recovered_from_a_shard(vectors, tmp_path: Path):
+    path, base, queries = vectors
+    index_dir = tmp_path / "index"
+    index_embeddings(path, index_dir, options=IndexOptions(index_factory=IVF, shard_size=1000))
+    original = read_manifest(index_dir).trained_sha256
+    (index_dir / "trained.faiss").write_bytes(b"half a file")  # as if a retrain stopped mid-way
+    np.save(tmp_path / "more.npy", np.concatenate([base, clustered_vectors(10, dim=32, seed=4)]))
+    report = index_embeddings(tmp_path / "more.npy", index_dir)
+    assert report.indexed == 10 and report.train_seconds == 0
+    assert read_manifest(index_dir).trained_sha256 == original
+    import hashlib
+
+    assert hashlib.sha256((index_dir / "trained.faiss").read_bytes()).hexdigest() == original
+    found = ids_of(SearchEngine.open(index_dir).search_vectors(queries, k=10, nprobe=8, refine_factor=10))
+    assert recall(found, exact_top_k(np.load(tmp_path / "more.npy"), queries, 10)) >= 0.95
