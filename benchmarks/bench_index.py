@@ -91,8 +91,8 @@ def recall_at(ids: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(ids, truth)]))
 
 
-def rss_anon_of_open(index_dir: Path) -> int:
-    """Anonymous RSS (bytes) a fresh process adds by opening the index (memory maps excluded)."""
+def rss_anon_of(load: str) -> int:
+    """Anonymous RSS (bytes) a fresh process adds by running ``load`` (memory maps excluded)."""
     code = f"""
 import sys; sys.path.insert(0, {str(ROOT)!r})
 def anon():
@@ -102,21 +102,11 @@ def anon():
 import faiss, numpy, sqlite_utils
 from engine import SearchEngine
 before = anon()
-engine = SearchEngine.open({str(index_dir)!r})
+loaded = {load}
 print(anon() - before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
-
-
-def index_bytes(index) -> int:
-    """What an IVF index holds in RAM by construction: codes + ids + quantizer + codebooks."""
-    import faiss
-
-    ivf = faiss.extract_index_ivf(index)
-    entries = sum(ivf.invlists.list_size(i) for i in range(ivf.nlist))
-    rest = faiss.serialize_index(index).nbytes - entries * (ivf.code_size + 8)  # quantizer, PQ, headers
-    return entries * (ivf.code_size + 8) + rest
 
 
 def load_line() -> str:
@@ -137,6 +127,8 @@ def main() -> None:
     parser.add_argument("--flat-queries", type=int, default=100, help="single queries timed on exact Flat")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the vectors and the index")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workdir: reuse the vectors and engine index a --keep run left there")
     args = parser.parse_args()
 
     import faiss
@@ -151,8 +143,14 @@ def main() -> None:
     print(f"# bench-index: {args.n:,} x {args.dim}, {args.queries} queries; {os.cpu_count()} CPUs, "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; {load_line()}", flush=True)
     try:
+        saved = workdir / "build.json"
+        reuse = args.reuse and saved.exists()
         started = time.perf_counter()
-        base_path, queries = make_data(workdir, args.n, args.dim, args.queries)
+        if reuse:
+            base_path, queries = workdir / "base.npy", np.load(workdir / "queries.npy")
+        else:
+            base_path, queries = make_data(workdir, args.n, args.dim, args.queries)
+            np.save(workdir / "queries.npy", queries)
         print(f"data: {time.perf_counter() - started:.0f} s", flush=True)
         base = np.load(base_path, mmap_mode="r")
 
@@ -170,14 +168,19 @@ def main() -> None:
 
         # the engine: `babelsearch index --embeddings` as a library call
         index_dir = workdir / "index"
-        shutil.rmtree(index_dir, ignore_errors=True)
-        started = time.perf_counter()
-        report = index_embeddings(base_path, index_dir, options=IndexOptions(log=lambda m: print(m, flush=True)))
-        engine_build = time.perf_counter() - started
+        if reuse:
+            built = json.loads(saved.read_text())
+        else:
+            shutil.rmtree(index_dir, ignore_errors=True)
+            started = time.perf_counter()
+            report = index_embeddings(base_path, index_dir, options=IndexOptions(log=lambda m: print(m, flush=True)))
+            built = {"total": time.perf_counter() - started, "train": report.train_seconds, "add": report.add_seconds}
+            saved.write_text(json.dumps(built))
+        engine_build = built["total"]
         engine = SearchEngine.open(index_dir)
         factory = engine.manifest.factory
         refine_factor = args.refine_factor or engine.default_refine_factor
-        engine_ram = rss_anon_of_open(index_dir)
+        engine_ram = rss_anon_of(f"SearchEngine.open({str(index_dir)!r})")
         shards = engine._shards
         print(f"engine: {factory}, built in {engine_build:.0f} s", flush=True)
 
@@ -195,12 +198,10 @@ def main() -> None:
         for start in range(0, args.n, 65536):
             plain.add(np.ascontiguousarray(base[start : start + 65536]))
         plain_add = time.perf_counter() - started
-        plain_ram = index_bytes(plain)
+        faiss.write_index(plain, str(workdir / "plain.faiss"))
+        plain_ram = rss_anon_of(f"faiss.read_index({str(workdir / 'plain.faiss')!r})")
         # plain faiss' own exact refine (IndexRefineFlat: float32 vectors in RAM) for the refine rows
-        plain_refined = faiss.IndexRefineFlat(plain)
-        for start in range(0, args.n, 65536):
-            plain_refined.refine_index.add(np.ascontiguousarray(base[start : start + 65536]))
-        plain_refined.ntotal = plain.ntotal
+        plain_refined = faiss.IndexRefineFlat(plain, faiss.swig_ptr(base.view(np.ndarray)))  # copies them
 
         table = [
             "| nprobe | search | recall@10 | p50 ms | p99 ms | batch q/s | p50 vs plain faiss alike |",
@@ -240,10 +241,10 @@ def main() -> None:
             "| build | train s | add s | total s | RAM bytes/vector |",
             "|---|---:|---:|---:|---:|",
             f"| engine (`index --embeddings`, {factory}, {len(engine.manifest.shards)} shards) | "
-            f"{report.train_seconds:.0f} | {report.add_seconds:.0f} | {engine_build:.0f} | "
+            f"{built['train']:.0f} | {built['add']:.0f} | {engine_build:.0f} | "
             f"{engine_ram / args.n:.1f} (measured RssAnon) |",
             f"| plain faiss ({factory}, one index) | {plain_train:.0f} | {plain_add:.0f} | "
-            f"{plain_train + plain_add:.0f} | {plain_ram / args.n:.1f} (codes + ids + quantizer) |",
+            f"{plain_train + plain_add:.0f} | {plain_ram / args.n:.1f} (measured RssAnon) |",
             f"| exact Flat | - | - | - | {flat_ram / args.n:.0f} |",
         ]
         refine_bytes = sum((index_dir / s.vectors).stat().st_size + (index_dir / s.ids).stat().st_size

@@ -156,20 +156,15 @@ class ShardSet:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _refine_block(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = ids.ravel()
-        valid = flat >= 0
-        vectors, found = self._gather(flat[valid])
-        candidates = np.zeros((flat.size, self.dim), np.float32)
-        candidates[valid] = vectors
-        present = np.zeros(flat.size, bool)
-        present[valid] = found
+        ids = ids.astype(np.int64, copy=False)
+        vectors, found = self._gather(ids.ravel())  # an empty slot (-1) is simply not found
         # one small matrix product per query: (candidates, dim) @ (dim,)
-        exact = np.matmul(candidates.reshape(*ids.shape, self.dim), queries[:, :, None])[..., 0]
-        exact[~present.reshape(ids.shape)] = -np.inf
+        exact = np.matmul(vectors.reshape(*ids.shape, self.dim), queries[:, :, None])[..., 0]
+        exact[~found.reshape(ids.shape)] = -np.inf
         order = np.argsort(-exact, axis=1, kind="stable")
         scores = np.take_along_axis(exact, order, axis=1)
-        out_ids = np.take_along_axis(ids.astype(np.int64), order, axis=1)
-        out_ids[~np.isfinite(scores)] = -1
+        out_ids = np.take_along_axis(ids, order, axis=1)
+        out_ids[np.isneginf(scores)] = -1
         return scores, out_ids
 
     def search(
