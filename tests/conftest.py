@@ -104,3 +104,18 @@ def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray |
 def recall(found: list[list[int]], truth: np.ndarray) -> float:
     k = truth.shape[1]
     return float(np.mean([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth)]))
+
+
+@pytest.fixture(scope="session")
+def colour_index(tmp_path_factory) -> Path:
+    """A test-colours index of twelve photos, three of each colour, built once (for web and API tests)."""
+    from indexer import build_index
+
+    root = tmp_path_factory.mktemp("colour-index")
+    seed = 0
+    for colour, rgb in COLOURS.items():
+        for n in range(3):
+            write_image(root / "photos" / f"{colour}{n}.png", rgb, size=(64 + 8 * n, 48), noise_seed=seed)
+            seed += 1
+    build_index([root / "photos"], root / "index", model="test-colours", progress=False)
+    return root / "index"
