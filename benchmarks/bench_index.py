@@ -122,8 +122,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--nprobe", default="8,16,32,64,128")
-    parser.add_argument("--refine-factor", type=int, default=None, help="default: the index's own")
+    parser.add_argument("--nprobe", default="16,32,64,128")
+    parser.add_argument("--refine-factors", default=None, help="e.g. 8,50 (default: 8 and the index's own)")
     parser.add_argument("--flat-queries", type=int, default=100, help="single queries timed on exact Flat")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the vectors and the index")
@@ -179,7 +179,10 @@ def main() -> None:
         engine_build = built["total"]
         engine = SearchEngine.open(index_dir)
         factory = engine.manifest.factory
-        refine_factor = args.refine_factor or engine.default_refine_factor
+        refine_factors = (
+            [int(x) for x in args.refine_factors.split(",")] if args.refine_factors
+            else sorted({8, engine.default_refine_factor})
+        )
         engine_ram = rss_anon_of(f"SearchEngine.open({str(index_dir)!r})")
         shards = engine._shards
         print(f"engine: {factory}, built in {engine_build:.0f} s", flush=True)
@@ -204,32 +207,37 @@ def main() -> None:
         plain_refined = faiss.IndexRefineFlat(plain, faiss.swig_ptr(base.view(np.ndarray)))  # copies them
 
         table = [
-            "| nprobe | search | recall@10 | p50 ms | p99 ms | batch q/s | p50 vs plain faiss alike |",
+            "| nprobe | search | recall@10 | p50 ms | p99 ms | batch q/s | p50 vs the plain faiss row alike |",
             "|---:|---|---:|---:|---:|---:|---:|",
         ]
         for nprobe in nprobes:
             params = faiss.SearchParametersIVF(nprobe=nprobe)
-            refine_params = faiss.IndexRefineSearchParameters(k_factor=refine_factor, base_index_params=params)
-            # (name, search, the plain-faiss row it is compared with)
+            # (name, search, key of this row's p50, key of the row it is compared with)
             runs = [
-                ("plain faiss", lambda q, p=params: plain.search(q, 10, params=p)[1], "plain faiss"),
-                ("engine, no refine", lambda q, n=nprobe: shards.search(q, 10, nprobe=n)[1], "plain faiss"),
-                (f"plain faiss + IndexRefineFlat x{refine_factor} (float32 in RAM)",
-                 lambda q, p=refine_params: plain_refined.search(q, 10, params=p)[1], None),
-                (f"engine, refine x{refine_factor} (float16 memory-mapped)",
-                 lambda q, n=nprobe: shards.search(q, 10, nprobe=n, refine_factor=refine_factor)[1], "refine"),
-                (f"engine + catalog rows, refine x{refine_factor}",
-                 lambda q, n=nprobe: engine.search_vectors(q, k=10, nprobe=n, refine_factor=refine_factor),
-                 "refine"),
+                ("plain faiss", lambda q, p=params: plain.search(q, 10, params=p)[1], "plain", None),
+                ("engine, no refine", lambda q, n=nprobe: shards.search(q, 10, nprobe=n)[1], None, "plain"),
             ]
+            for rf in refine_factors:
+                rparams = faiss.IndexRefineSearchParameters(k_factor=rf, base_index_params=params)
+                runs += [
+                    (f"plain faiss + IndexRefineFlat x{rf} (float32 in RAM)",
+                     lambda q, p=rparams: plain_refined.search(q, 10, params=p)[1], f"refine{rf}", None),
+                    (f"engine, refine x{rf} (float16 memory-mapped)",
+                     lambda q, n=nprobe, r=rf: shards.search(q, 10, nprobe=n, refine_factor=r)[1], None, f"refine{rf}"),
+                ]
+            rf = refine_factors[-1]
+            runs.append((f"engine + catalog rows (`search_vectors`), refine x{rf}",
+                         lambda q, n=nprobe, r=rf: engine.search_vectors(q, k=10, nprobe=n, refine_factor=r),
+                         None, f"refine{rf}"))
             p50_of = {}
-            for name, search, versus in runs:
+            for name, search, key, versus in runs:
                 result = search(queries)
                 ids = result if isinstance(result, np.ndarray) else np.array([[h.id for h in r] for r in result])
                 p50, p99 = latencies(search, queries)
                 qps = throughput(search, queries)
-                p50_of.setdefault("plain faiss" if name == "plain faiss" else "refine" if versus is None else name, p50)
-                ratio = f"{p50 / p50_of[versus]:.2f}x" if versus in p50_of and name != "plain faiss" else ""
+                if key:
+                    p50_of[key] = p50
+                ratio = f"{p50 / p50_of[versus]:.2f}x" if versus else ""
                 table.append(
                     f"| {nprobe} | {name} | {recall_at(ids, truth):.3f} | {p50:.2f} | {p99:.2f} | {qps:,.0f} | "
                     f"{ratio} |"
@@ -259,7 +267,7 @@ def main() -> None:
         print()
         print(f"refine files on disk (memory-mapped, not counted above): {refine_bytes / args.n:.0f} bytes/vector")
         print(json.dumps({"factory": factory, "nlist": shards.nlist, "default_nprobe": engine.default_nprobe,
-                          "refine_factor": refine_factor, "engine_build_s": round(engine_build, 1)}))
+                          "refine_factors": refine_factors, "engine_build_s": round(engine_build, 1)}))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

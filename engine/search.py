@@ -19,6 +19,7 @@ from .shards import ShardSet
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
 MAX_REFINE_FACTOR = 100
+MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays bounded for large k
 
 
 @dataclass
@@ -110,7 +111,9 @@ class SearchEngine:
         # the top k+offset, sliced: the same ranking whatever the page size
         return self.search(text, k=k + offset, **options)[offset:]
 
-    def similar(self, image_id: int, k: int = 10, **params: Any) -> list[Hit]:
+    def similar(
+        self, image_id: int, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
         """The k images nearest to an indexed image ("more like this"), the image itself left out."""
         _check_k(k)
         missing = ImageNotFound(f"no image with id {image_id!r} in {self.index_dir}")
@@ -120,13 +123,16 @@ class SearchEngine:
             vector = self._shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
-        hits = self.search_vectors(vector, k=min(k + 1, MAX_K), **params)[0]
+        hits = self.search_vectors(vector, k=min(k + 1, MAX_K), nprobe=nprobe, refine_factor=refine_factor)[0]
         return [hit for hit in hits if hit.id != int(image_id)][:k]
 
-    def search_image(self, image: Any, k: int = 10, **params: Any) -> list[Hit]:
+    def search_image(
+        self, image: Any, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
         """The k images nearest to a query image (a decoded PIL image, any size or mode)."""
         _check_k(k)
-        return self.search_vectors(self.encoder.encode_images([image.convert("RGB")]), k=k, **params)[0]
+        vectors = self.encoder.encode_images([image.convert("RGB")])
+        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
 
     @property
     def default_nprobe(self) -> int | None:
@@ -140,18 +146,24 @@ class SearchEngine:
         return int(self.manifest.settings.get("refine_factor", 1))
 
     # -- searching -------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10, **params: Any) -> list[Hit]:
-        """The k best images for one text query, in any language (params: see search_vectors)."""
-        return self.search_many([text], k=k, **params)[0]
+    def search(
+        self, text: str, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
+        """The k best images for one text query, in any language (nprobe, refine_factor: see
+        search_vectors)."""
+        return self.search_many([text], k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
 
-    def search_many(self, texts: list[str], k: int = 10, **params: Any) -> list[list[Hit]]:
+    def search_many(
+        self, texts: list[str], k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
         _check_k(k)
         for text in texts:
             _check_text(text)
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k=k, **params)
+        vectors = self.encoder.encode_texts(list(texts))
+        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)
 
     def search_vectors(
         self,
@@ -162,8 +174,9 @@ class SearchEngine:
     ) -> list[list[Hit]]:
         """The k best images for each query vector (already in the index's space).
 
-        ``nprobe`` (inverted lists scanned) and ``refine_factor`` (k * refine_factor candidates are
-        re-scored exactly) apply to this call only; they default to the manifest's settings.
+        ``nprobe`` (inverted lists scanned) and ``refine_factor`` (k * refine_factor candidates, at
+        most MAX_CANDIDATES, are re-scored exactly) apply to this call only; they default to the
+        manifest's settings.
         """
         _check_k(k)
         nprobe = self.default_nprobe if nprobe is None else _check_positive("nprobe", nprobe)
@@ -176,7 +189,8 @@ class SearchEngine:
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
         # 1. candidates: approximate scores from the shards' codes
-        scores, ids = self._shards.candidates(vectors, k * refine_factor, nprobe=nprobe)
+        n_candidates = max(k, min(k * refine_factor, MAX_CANDIDATES))
+        scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
         # 2. refine: exact scores from the stored vectors, best first
         if refine_factor > 1:
             scores, ids = self._shards.refine(vectors, ids)

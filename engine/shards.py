@@ -21,8 +21,8 @@ import numpy as np
 
 from .layout import Manifest
 
-# queries re-scored together: bounds the (queries, candidates, dim) block to tens of MB
-REFINE_BLOCK = 64
+# candidate vectors re-scored at once: bounds the (queries, candidates, dim) block to tens of MB
+REFINE_ROWS = 32_768
 
 
 @dataclass
@@ -76,10 +76,10 @@ class ShardSet:
                 if not name or not (index_dir / name).is_file():
                     raise FileNotFoundError(index_dir / str(name))
         stores = [RefineStore.open(index_dir / s.ids, index_dir / s.vectors) for s in manifest.shards]
-        indexes = [faiss.read_index(str(index_dir / s.file)) for s in manifest.shards]
-        if indexes and is_ivf(indexes[0]):
+        if manifest.factory != "Flat" and manifest.shards:
+            indexes = [read_ivf_shard(index_dir / s.file) for s in manifest.shards]
             return cls(manifest.dim, stores, ivf_index=combine_ivf_shards(indexes))
-        return cls(manifest.dim, stores, flat_indexes=indexes)
+        return cls(manifest.dim, stores, flat_indexes=[faiss.read_index(str(index_dir / s.file)) for s in manifest.shards])
 
     @property
     def ntotal(self) -> int:
@@ -147,9 +147,9 @@ class ShardSet:
     def refine(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for candidate ids from the stored vectors, each row sorted best first."""
         queries = np.asarray(queries, dtype=np.float32)
+        block = max(1, REFINE_ROWS // max(1, ids.shape[1]))
         parts = [
-            self._refine_block(queries[s : s + REFINE_BLOCK], ids[s : s + REFINE_BLOCK])
-            for s in range(0, len(queries), REFINE_BLOCK)
+            self._refine_block(queries[s : s + block], ids[s : s + block]) for s in range(0, len(queries), block)
         ]
         if not parts:
             return np.zeros(ids.shape, np.float32), ids.astype(np.int64)
@@ -213,33 +213,48 @@ def ivf_search_params(index, nprobe: int | None):
 def combine_ivf_shards(indexes: list):
     """One index searching the inverted lists of all shards (which share one trained quantizer).
 
-    Lists are sized exactly before the shards' entries are moved in, so the combined index holds
-    no more memory than the shards did; the shards' own quantizers are freed with them.
+    The shards are best read memory-mapped (``read_ivf_shard``): their entries are copied once into
+    lists allocated at their exact final size, so the combined index holds codes + ids + one
+    quantizer and nothing else (copying from heap-loaded shards would leave their freed memory to
+    the allocator, about as much again).
     """
     import faiss
 
     base = indexes[0]
-    base_ivf = faiss.extract_index_ivf(base)
-    if len(indexes) == 1:
-        return base
     ivfs = [faiss.extract_index_ivf(index) for index in indexes]
-    nlist, code_size = base_ivf.nlist, base_ivf.code_size
+    nlist, code_size = ivfs[0].nlist, ivfs[0].code_size
+    if any(ivf.nlist != nlist or ivf.code_size != code_size for ivf in ivfs):
+        raise ValueError("shards were filled from different trained indexes")
+    sizes = np.array([[ivf.invlists.list_size(i) for i in range(nlist)] for ivf in ivfs], dtype=np.int64)
     combined = faiss.ArrayInvertedLists(nlist, code_size)
-    sizes = np.zeros(nlist, np.int64)
-    for ivf in ivfs:
-        if ivf.nlist != nlist or ivf.code_size != code_size:
-            raise ValueError("shards were filled from different trained indexes")
-        sizes += [ivf.invlists.list_size(i) for i in range(nlist)]
-    for list_no in np.flatnonzero(sizes):
-        combined.resize(int(list_no), int(sizes[list_no]))  # exact capacity ...
-        combined.resize(int(list_no), 0)  # ... kept when emptied, so merging never over-allocates
-    for ivf in ivfs:
-        combined.merge_from(ivf.invlists, 0)  # moves the entries out of the shard
+    offsets = np.zeros(nlist, dtype=np.int64)
+    for list_no in np.flatnonzero(sizes.sum(axis=0)):
+        combined.resize(int(list_no), int(sizes[:, list_no].sum()))
+    for ivf, shard_sizes in zip(ivfs, sizes):
+        lists = ivf.invlists
+        for list_no in np.flatnonzero(shard_sizes):
+            list_no, n = int(list_no), int(shard_sizes[list_no])
+            ids, codes = lists.get_ids(list_no), lists.get_codes(list_no)
+            combined.update_entries(list_no, int(offsets[list_no]), n, ids, codes)
+            lists.release_codes(list_no, codes)
+            lists.release_ids(list_no, ids)
+            offsets[list_no] += n
+    base_ivf = ivfs[0]
     base_ivf.replace_invlists(combined, True)
     combined.this.disown()  # owned by the index now
     base_ivf.ntotal = int(sizes.sum())
     base.ntotal = base_ivf.ntotal
     return base
+
+
+def read_ivf_shard(path: Path):
+    """A shard file with its inverted lists memory-mapped (read-only), else read into memory."""
+    import faiss
+
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    except (RuntimeError, AttributeError):
+        return faiss.read_index(str(path))
 
 
 def merge_results(
