@@ -35,20 +35,41 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index directory.")
 @click.option("--model", default=None, help="Model spec (default: babel-lite, or the index's own).")
+@click.option("--embeddings", type=click.Path(dir_okay=False), default=None,
+              help="Index the rows of this .npy matrix instead of images (row i gets id i).")
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None,
+              help="With --embeddings: a CSV with an id and/or path column, one row per vector.")
+@click.option("--shard-size", type=click.IntRange(1), default=None,
+              help="Vectors per shard file (default 262144, or the index's own).")
+@click.option("--index-factory", default=None,
+              help="faiss factory string, e.g. 'IVF4096,PQ32' (default: chosen from the collection size).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where faiss trains and adds vectors.")
+@click.option("--retrain", is_flag=True, help="Retrain the quantizer even if the collection has not outgrown it.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_domain_errors
-def index(sources, index_dir, model, batch_size, workers, quiet) -> None:
-    """Index the images in SOURCES (folders, or .txt/.csv files listing paths)."""
-    from indexer import build_index
+def index(sources, index_dir, model, embeddings, metadata, shard_size, index_factory, device, retrain,
+          batch_size, workers, quiet) -> None:
+    """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
+    from indexer import IndexOptions, build_index, index_embeddings
 
-    report = build_index(
-        sources, index_dir, model=model, batch_size=batch_size, workers=workers, progress=not quiet
-    )
+    if bool(sources) == bool(embeddings):
+        raise click.UsageError("give SOURCES (folders, path lists) or --embeddings VECTORS.npy, not both")
+    if metadata and not embeddings:
+        raise click.UsageError("--metadata goes with --embeddings")
+    options = IndexOptions(shard_size=shard_size, index_factory=index_factory, device=device, retrain=retrain,
+                           log=lambda note: click.echo(note, err=True))
+    if embeddings:
+        report = index_embeddings(embeddings, index_dir, metadata=metadata, model=model, options=options,
+                                  progress=not quiet)
+    else:
+        report = build_index(sources, index_dir, model=model, batch_size=batch_size, workers=workers,
+                             progress=not quiet, options=options)
     for failed in report.skipped[:20]:
         click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
     if len(report.skipped) > 20:
@@ -60,15 +81,19 @@ def index(sources, index_dir, model, batch_size, workers, quiet) -> None:
 @click.argument("index_dir", type=click.Path())
 @click.argument("query")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--nprobe", type=click.IntRange(1), default=None,
+              help="Inverted lists to scan (IVF indexes; default: the index's own).")
+@click.option("--refine-factor", type=click.IntRange(1, 100), default=None,
+              help="Re-score k * this many candidates exactly (default: the index's own).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
-def search(index_dir, query, k, as_json) -> None:
+def search(index_dir, query, k, nprobe, refine_factor, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
     from engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
-    hits = engine.search(query, k=k)
+    hits = engine.search(query, k=k, nprobe=nprobe, refine_factor=refine_factor)
     took_ms = (time.perf_counter() - started) * 1000
     if as_json:
         payload = {
@@ -99,7 +124,11 @@ def info(index_dir, as_json) -> None:
         return
     for key in ("format_version", "model", "dim", "metric", "factory", "images", "catalog_images", "vectors"):
         click.echo(f"{key:>15}: {details.get(key)}")
-    click.echo(f"{'shards':>15}: {len(details.get('shards', []))}")
+    click.echo(f"{'shards':>15}: {len(details.get('shards', []))} (at most {details.get('shard_size')} vectors each)")
+    settings = details.get("settings", {})
+    for key in ("nprobe", "refine_factor"):
+        if key in settings:
+            click.echo(f"{key:>15}: {settings[key]}")
     click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
 
 

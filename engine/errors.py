@@ -31,3 +31,11 @@ class InvalidImage(BabelsearchError):
 
 class SourceError(BabelsearchError):
     """An indexing source (folder, path list) that cannot be read at all."""
+
+
+class InvalidSetting(BabelsearchError):
+    """A build setting that cannot be used (an unsupported index factory, a device that is absent)."""
+
+
+class IndexBusy(BabelsearchError):
+    """Another indexing run is writing the same index directory."""

@@ -1,9 +1,17 @@
 """The on-disk contract of an index directory.
 
-    DIR/manifest.json   written last, atomically: format version, model, dim, metric, layout, counts
+    DIR/manifest.json   the commit point, written atomically: format version, model, dim, metric,
+                        factory, shard list with counts, refine dtype, default search parameters
     DIR/catalog.db      SQLite (sqlite-utils): one row per image; row id == FAISS id
-    DIR/trained.faiss   trained (empty) IVF index, for layouts that need training
-    DIR/shards/NNNNN.faiss   vectors with ids, searched together and merged
+    DIR/trained.faiss   the trained, empty index every shard is filled from (IVF factories only)
+    DIR/shards/NNNNN.faiss        at most ``shard_size`` vectors with their catalog ids
+    DIR/shards/NNNNN.ids.npy      the shard's ids, sorted (int64)
+    DIR/shards/NNNNN.vectors.npy  the same rows' vectors for exact refine (float16 for IVF, float32
+                                  for Flat), memory-mapped by readers
+
+Shard files are immutable: a shard that changes (filled further, rows removed, retrained) is written
+under a fresh number, the manifest is switched to it, and only then is the old file deleted. Files
+that no manifest references are leftovers of an interrupted run and are removed by the next one.
 
 A directory without a manifest is not an index; a manifest from a newer format or another model is
 refused with a message that says what to do.
@@ -17,12 +25,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import IncompatibleIndex, IndexNotFound
 
 FORMAT_NAME = "babelsearch-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# format 1: one exact IndexIDMap2(Flat) shard, no refine vectors; `babelsearch index` upgrades it.
+OLDEST_READABLE = 2
+# an index of vectors computed elsewhere (``index --embeddings``) without a model to encode queries
+PRECOMPUTED_MODEL = "precomputed"
 MANIFEST = "manifest.json"
 CATALOG = "catalog.db"
 TRAINED = "trained.faiss"
@@ -31,8 +43,10 @@ SHARDS_DIR = "shards"
 
 @dataclass
 class ShardInfo:
-    file: str  # relative to the index directory
+    file: str  # the faiss index, relative to the index directory
     count: int
+    ids: str | None = None  # sorted int64 ids (format 2+)
+    vectors: str | None = None  # refine vectors in the manifest's refine_dtype, same row order as ids
 
 
 @dataclass
@@ -47,6 +61,12 @@ class Manifest:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     settings: dict[str, Any] = field(default_factory=dict)
+    # format 2
+    trained: str | None = None  # file of the trained empty index shards are filled from
+    trained_sha256: str | None = None  # detects a trained.faiss from an interrupted retrain
+    trained_for: int = 0  # collection size the factory was chosen and trained for
+    refine_dtype: str = "float32"
+    shard_size: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,6 +84,7 @@ class Manifest:
             )
         try:
             shards = [ShardInfo(**s) for s in data.get("shards", [])]
+            trained = data.get("trained")
             return cls(
                 model=str(data["model"]),
                 dim=int(data["dim"]),
@@ -75,6 +96,11 @@ class Manifest:
                 created=float(data.get("created", 0.0)),
                 updated=float(data.get("updated", 0.0)),
                 settings=dict(data.get("settings", {})),
+                trained=None if trained is None else str(trained),
+                trained_sha256=data.get("trained_sha256"),
+                trained_for=int(data.get("trained_for", 0)),
+                refine_dtype=str(data.get("refine_dtype", "float32")),
+                shard_size=int(data.get("shard_size", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompatibleIndex(f"{where} is damaged ({exc!r}); rebuild the index") from exc
@@ -101,6 +127,16 @@ def read_manifest(index_dir: str | os.PathLike) -> Manifest:
     return Manifest.from_json(data, path)
 
 
+def check_readable(manifest: Manifest, index_dir: str | os.PathLike) -> None:
+    """Refuse, with the way out, an index whose format this version can only upgrade, not search."""
+    if manifest.format_version < OLDEST_READABLE:
+        raise IncompatibleIndex(
+            f"index {index_dir} has format {manifest.format_version}, which predates sharded IVF-PQ "
+            f"indexes; run `babelsearch index SOURCE --index {index_dir}` once to upgrade it in place "
+            f"(nothing is re-embedded)"
+        )
+
+
 def write_manifest(index_dir: str | os.PathLike, manifest: Manifest) -> None:
     manifest.updated = time.time()
     text = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
@@ -118,13 +154,18 @@ def check_model(manifest: Manifest, model: str | None, index_dir: str | os.PathL
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, rename: readers see old or new, never half."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Like atomic_write_bytes, for writers that want a path (np.save, faiss.write_index)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

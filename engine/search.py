@@ -1,4 +1,4 @@
-"""SearchEngine: text -> encoder -> shards -> hits with catalog metadata."""
+"""SearchEngine: text -> encoder -> candidates (shards) -> exact refine -> [rerank] -> hits."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import numpy as np
 
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
-from .errors import ImageNotFound, InvalidQuery
-from .layout import Manifest, check_model, read_manifest
+from .errors import ImageNotFound, IncompatibleIndex, InvalidQuery
+from .layout import PRECOMPUTED_MODEL, Manifest, check_model, check_readable, read_manifest
 from .shards import ShardSet
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
+MAX_REFINE_FACTOR = 100
+MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays bounded for large k
 
 
 @dataclass
@@ -51,14 +53,29 @@ class SearchEngine:
     ) -> "SearchEngine":
         """Open an index; ``model`` (a spec) must match the one it was built with, if given."""
         index_dir = Path(index_dir)
-        manifest = read_manifest(index_dir)
-        check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
-        return cls(index_dir, manifest, ShardSet.open(index_dir, manifest), encoder)
+        for attempt in range(3):
+            manifest = read_manifest(index_dir)
+            check_readable(manifest, index_dir)
+            check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
+            try:
+                shards = ShardSet.open(index_dir, manifest)
+            except FileNotFoundError as exc:
+                # a concurrent `index` run replaced a shard between our manifest read and the open
+                if attempt == 2:
+                    raise IncompatibleIndex(f"index {index_dir} is damaged: {exc} is missing") from None
+                continue
+            return cls(index_dir, manifest, shards, encoder)
+        raise AssertionError("unreachable")
 
     # -- properties ------------------------------------------------------------------------------
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
+            if self.manifest.model == PRECOMPUTED_MODEL:
+                raise InvalidQuery(
+                    f"index {self.index_dir} holds precomputed vectors and no model to encode text; "
+                    "search it with vectors (SearchEngine.search_vectors), or index with --model"
+                )
             self._encoder = get_encoder(self.manifest.model)
         return self._encoder
 
@@ -94,7 +111,9 @@ class SearchEngine:
         # the top k+offset, sliced: the same ranking whatever the page size
         return self.search(text, k=k + offset, **options)[offset:]
 
-    def similar(self, image_id: int, k: int = 10) -> list[Hit]:
+    def similar(
+        self, image_id: int, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
         """The k images nearest to an indexed image ("more like this"), the image itself left out."""
         _check_k(k)
         missing = ImageNotFound(f"no image with id {image_id!r} in {self.index_dir}")
@@ -104,35 +123,82 @@ class SearchEngine:
             vector = self._shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
-        hits = self.search_vectors(vector, k=min(k + 1, MAX_K))[0]
+        hits = self.search_vectors(vector, k=min(k + 1, MAX_K), nprobe=nprobe, refine_factor=refine_factor)[0]
         return [hit for hit in hits if hit.id != int(image_id)][:k]
 
-    def search_image(self, image: Any, k: int = 10) -> list[Hit]:
+    def search_image(
+        self, image: Any, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
         """The k images nearest to a query image (a decoded PIL image, any size or mode)."""
         _check_k(k)
-        return self.search_vectors(self.encoder.encode_images([image.convert("RGB")]), k=k)[0]
+        vectors = self.encoder.encode_images([image.convert("RGB")])
+        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
+
+    @property
+    def default_nprobe(self) -> int | None:
+        """Inverted lists probed per query unless a call says otherwise (None: exact shards)."""
+        nprobe = self.manifest.settings.get("nprobe")
+        return int(nprobe) if nprobe and self._shards.nlist else None
+
+    @property
+    def default_refine_factor(self) -> int:
+        """Candidates per wanted result that are re-scored exactly (1: no refine)."""
+        return int(self.manifest.settings.get("refine_factor", 1))
 
     # -- searching -------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10) -> list[Hit]:
-        """The k best images for one text query, in any language."""
-        return self.search_many([text], k=k)[0]
+    def search(
+        self, text: str, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[Hit]:
+        """The k best images for one text query, in any language (nprobe, refine_factor: see
+        search_vectors)."""
+        return self.search_many([text], k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
 
-    def search_many(self, texts: list[str], k: int = 10) -> list[list[Hit]]:
+    def search_many(
+        self, texts: list[str], k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+    ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
         _check_k(k)
         for text in texts:
             _check_text(text)
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k=k)
+        vectors = self.encoder.encode_texts(list(texts))
+        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """The k best images for each query vector (already in the index's space)."""
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+    ) -> list[list[Hit]]:
+        """The k best images for each query vector (already in the index's space).
+
+        ``nprobe`` (inverted lists scanned) and ``refine_factor`` (k * refine_factor candidates, at
+        most MAX_CANDIDATES, are re-scored exactly) apply to this call only; they default to the
+        manifest's settings.
+        """
         _check_k(k)
+        nprobe = self.default_nprobe if nprobe is None else _check_positive("nprobe", nprobe)
+        refine_factor = (
+            self.default_refine_factor
+            if refine_factor is None
+            else _check_positive("refine_factor", refine_factor, MAX_REFINE_FACTOR)
+        )
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        if vectors.shape[1] != self.manifest.dim:
-            raise InvalidQuery(f"query vectors have dim {vectors.shape[1]}, index has {self.manifest.dim}")
-        scores, ids = self._shards.search(vectors, k)
+        if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
+            raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
+        # 1. candidates: approximate scores from the shards' codes
+        n_candidates = max(k, min(k * refine_factor, MAX_CANDIDATES))
+        scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
+        # 2. refine: exact scores from the stored vectors, best first
+        if refine_factor > 1:
+            scores, ids = self._shards.refine(vectors, ids)
+        # 3. [rerank hook: re-orders the refined candidates before the cut to k]
+        # 4. hits
+        return self._hits(scores[:, :k], ids[:, :k])
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())
         results: list[list[Hit]] = []
         for row_scores, row_ids in zip(scores, ids):
@@ -145,6 +211,15 @@ class SearchEngine:
                 hits.append(Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row))
             results.append(hits)
         return results
+
+
+def _check_positive(name: str, value: Any, most: int | None = None) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1 or (
+        most is not None and value > most
+    ):
+        limit = f" from 1 to {most}" if most else " of at least 1"
+        raise InvalidQuery(f"{name} must be an integer{limit}, got {value!r}")
+    return int(value)
 
 
 def _is_id(image_id: Any) -> bool:

@@ -1,12 +1,15 @@
 """Build or extend an index directory from image files.
 
-Write order keeps every interruption safe: shard file (atomic) -> catalog rows (one transaction) ->
-manifest (atomic, last). A vector without a catalog row is never shown and is dropped by the next
-run; a catalog row is only written once its vector is on disk.
+A run makes the index match its sources: new images are embedded and added, changed ones (size or
+mtime differ and the content hash too) are re-embedded under a fresh id, and images whose files
+are gone are removed, but only within this run's sources (a folder given now, or a file listed
+now), so indexing another folder or an unmounted disk never removes anything. The order of writes
+that makes every interruption safe is IndexWriter's (indexer/writer.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -18,23 +21,13 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from engine.catalog import IMAGES, ensure_schema, open_catalog
+from engine.catalog import IMAGES
 from engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
-from engine.errors import IncompatibleIndex
-from engine.layout import (
-    CATALOG,
-    MANIFEST,
-    SHARDS_DIR,
-    Manifest,
-    ShardInfo,
-    atomic_write_bytes,
-    check_model,
-    read_manifest,
-    write_manifest,
-)
+from engine.layout import MANIFEST, check_model, read_manifest
 
 from .decode import Decoded, Failed, decode_image
 from .sources import collect_images
+from .writer import IndexWriter
 
 CHECKPOINT_EVERY = 4096  # images between durable saves of a long run
 
@@ -47,8 +40,14 @@ class IndexReport:
     found: int = 0
     indexed: int = 0
     unchanged: int = 0
+    changed: int = 0
+    removed: int = 0
     skipped: list[Failed] = field(default_factory=list)
     seconds: float = 0.0
+    factory: str = ""
+    train_seconds: float = 0.0
+    add_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -57,8 +56,20 @@ class IndexReport:
     def summary(self) -> str:
         return (
             f"indexed {self.indexed}, unchanged {self.unchanged}, skipped {len(self.skipped)}, "
+            f"changed {self.changed}, removed {self.removed}, "
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
         )
+
+
+@dataclass
+class IndexOptions:
+    """How the index is laid out and built (see indexer/factory.py for the defaults' reasons)."""
+
+    shard_size: int | None = None  # vectors per shard (None: the index's own, else 262,144)
+    index_factory: str | None = None  # faiss factory string (None: chosen from collection size)
+    device: str = "auto"  # where faiss trains and adds: auto, cpu, cuda
+    retrain: bool = False  # retrain the quantizer even if the collection has not outgrown it
+    log: object = None  # callable(str) for notes as they happen (the factory chosen, retraining)
 
 
 def build_index(
@@ -69,37 +80,117 @@ def build_index(
     workers: int | None = None,
     progress: bool = False,
     encoder: Encoder | None = None,
+    options: IndexOptions | None = None,
 ) -> IndexReport:
-    """Index every image under ``sources`` into ``index_dir`` (created, or extended if it exists)."""
+    """Make ``index_dir`` (created, or brought up to date) index every image under ``sources``."""
     started = time.perf_counter()
+    options = options or IndexOptions()
     index_dir = Path(index_dir)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    sources = [Path(s).expanduser() for s in sources]
     paths = collect_images(sources)
-    manifest = _open_or_create(index_dir, model, encoder)
-    encoder = encoder or get_encoder(manifest.model)
-    if encoder.dim != manifest.dim:
-        raise IncompatibleIndex(f"model {encoder.name!r} has dim {encoder.dim}, index has {manifest.dim}")
+    model = _model_for(index_dir, model, encoder)
+    encoder = encoder or get_encoder(model)
+    writer = open_writer(index_dir, model, encoder.dim, options)
+    report = IndexReport(index_dir=index_dir, found=len(paths))
+    try:
+        todo, gone, changed = _compare_with_catalog(writer.db, paths, sources)
+        report.unchanged = len(paths) - len(todo)
+        report.changed = len(changed)
+        report.removed = writer.remove(gone + changed) - len(changed)
+        writer.plan(writer.count + len(todo), options.index_factory, options.retrain)
+        _embed_and_add(writer, todo, encoder, batch_size, workers, progress, report)
+        writer.finish()
+    finally:
+        writer.close()
+    _fill_report(report, writer, started)
+    return report
 
-    db = open_catalog(index_dir)
-    ensure_schema(db)
-    known = {row["path"] for row in db.query(f"select path from {IMAGES}")}
-    todo = [p for p in paths if str(p) not in known]
-    report = IndexReport(index_dir=index_dir, found=len(paths), unchanged=len(paths) - len(todo))
 
-    shard = _load_flat_shard(index_dir, manifest, db)
-    next_id = max(_max_id(db), int(_shard_ids(shard).max()) if shard.ntotal else -1) + 1
-    pending_rows: list[dict] = []
+def open_writer(index_dir: Path, model: str, dim: int, options: IndexOptions) -> IndexWriter:
+    return IndexWriter.open(
+        index_dir, model=model, dim=dim, shard_size=options.shard_size, device=options.device, log=options.log
+    )
 
-    def checkpoint() -> None:
-        _save_flat_shard(index_dir, manifest, shard)
-        if pending_rows:
-            with db.conn:
-                db[IMAGES].insert_all(pending_rows)
-            pending_rows.clear()
-        manifest.images = db[IMAGES].count
-        write_manifest(index_dir, manifest)
 
+def _fill_report(report: IndexReport, writer: IndexWriter, started: float) -> None:
+    report.factory = writer.manifest.factory
+    report.train_seconds = writer.stats.train_seconds
+    report.add_seconds = writer.stats.add_seconds
+    report.notes = list(writer.stats.notes)
+    report.seconds = time.perf_counter() - started
+
+
+def _model_for(index_dir: Path, model: str | None, encoder: Encoder | None) -> str:
+    """The model spec: as asked, else the encoder's, else the index's own, else the default.
+
+    A mismatch with an existing index is refused here, before a model is loaded for nothing.
+    """
+    asked = model if model is not None else (encoder.name if encoder is not None else None)
+    if (index_dir / MANIFEST).exists():
+        manifest = read_manifest(index_dir)
+        check_model(manifest, asked, index_dir)
+        return manifest.model
+    return asked or DEFAULT_MODEL
+
+
+def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[list[Path], list[int], list[int]]:
+    """(paths to embed, ids whose files are gone, ids whose files changed)."""
+    known = {row["path"]: row for row in db.query(f"select id, path, bytes, mtime, sha256 from {IMAGES}")}
+    todo: list[Path] = []
+    changed: list[int] = []
+    touched: list[tuple] = []
+    for path in paths:
+        row = known.get(str(path))
+        if row is None:
+            todo.append(path)
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # gone since it was listed: handled with the others below
+        if row["bytes"] == stat.st_size and row["mtime"] == stat.st_mtime:
+            continue
+        if row["sha256"] and _file_sha256(path) == row["sha256"]:
+            touched.append((stat.st_size, stat.st_mtime, row["id"]))  # same content, new mtime
+            continue
+        changed.append(row["id"])
+        todo.append(path)
+    if touched:
+        with db.conn:
+            db.conn.executemany(f"update {IMAGES} set bytes = ?, mtime = ? where id = ?", touched)
+    folders = [str(s.resolve()) + os.sep for s in sources if s.is_dir()]
+    listed = {str(p) for p in paths}
+    gone = [
+        row["id"]
+        for path, row in known.items()
+        if (path in listed or path.startswith(tuple(folders))) and not os.path.exists(path)
+    ]
+    return todo, gone, changed
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _embed_and_add(
+    writer: IndexWriter,
+    todo: list[Path],
+    encoder: Encoder,
+    batch_size: int,
+    workers: int | None,
+    progress: bool,
+    report: IndexReport,
+) -> None:
+    next_id = writer.next_id()
     bar = _progress_bar(len(todo), progress)
     short_side = getattr(encoder, "preprocess_short_side", None)
     since_checkpoint = 0
@@ -111,9 +202,8 @@ def build_index(
                 vectors = encoder.encode_images([item.image for item in good])
                 ids = np.arange(next_id, next_id + len(good), dtype=np.int64)
                 next_id += len(good)
-                shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
                 now = time.time()
-                pending_rows.extend(
+                rows = [
                     {
                         "id": int(i),
                         "path": str(item.path),
@@ -125,71 +215,16 @@ def build_index(
                         "added": now,
                     }
                     for i, item in zip(ids, good)
-                )
+                ]
+                writer.add(ids, vectors, rows)
                 report.indexed += len(good)
                 since_checkpoint += len(good)
             bar.update(len(batch))
             if since_checkpoint >= CHECKPOINT_EVERY:
-                checkpoint()
+                writer.flush()
                 since_checkpoint = 0
-        checkpoint()
     finally:
         bar.close()
-        db.close()
-    report.seconds = time.perf_counter() - started
-    return report
-
-
-def _open_or_create(index_dir: Path, model: str | None, encoder: Encoder | None) -> Manifest:
-    if (index_dir / MANIFEST).exists():
-        manifest = read_manifest(index_dir)
-        check_model(manifest, model or (encoder.name if encoder else None), index_dir)
-        return manifest
-    if index_dir.exists() and not index_dir.is_dir():
-        raise IncompatibleIndex(f"{index_dir} exists and is not a directory")
-    if index_dir.exists() and any(index_dir.iterdir()) and not (index_dir / CATALOG).exists():
-        # never write an index into a folder of someone's other files
-        raise IncompatibleIndex(f"{index_dir} is not empty and holds no babelsearch index; choose another --index")
-    encoder = encoder or get_encoder(model or DEFAULT_MODEL)
-    index_dir.mkdir(parents=True, exist_ok=True)
-    return Manifest(model=model or encoder.name, dim=encoder.dim)
-
-
-def _load_flat_shard(index_dir: Path, manifest: Manifest, db):
-    """The single exact shard, with vectors whose catalog row never got written dropped."""
-    import faiss
-
-    if manifest.shards:
-        shard = faiss.read_index(str(index_dir / manifest.shards[0].file))
-    else:
-        shard = faiss.IndexIDMap2(faiss.IndexFlatIP(manifest.dim))
-    if shard.ntotal:
-        ids = _shard_ids(shard)
-        known = {row["id"] for row in db.query(f"select id from {IMAGES}")}
-        orphans = np.array([i for i in ids if int(i) not in known], dtype=np.int64)
-        if len(orphans):
-            shard.remove_ids(orphans)
-    return shard
-
-
-def _save_flat_shard(index_dir: Path, manifest: Manifest, shard) -> None:
-    import faiss
-
-    name = f"{SHARDS_DIR}/00000.faiss"
-    atomic_write_bytes(index_dir / name, faiss.serialize_index(shard).tobytes())
-    manifest.factory = "Flat"
-    manifest.shards = [ShardInfo(file=name, count=int(shard.ntotal))]
-
-
-def _shard_ids(shard) -> np.ndarray:
-    import faiss
-
-    return faiss.vector_to_array(shard.id_map).astype(np.int64)
-
-
-def _max_id(db) -> int:
-    row = next(db.query(f"select max(id) as m from {IMAGES}"))
-    return -1 if row["m"] is None else int(row["m"])
 
 
 def _decode_all(

@@ -85,6 +85,27 @@ def shared_sample_index(tmp_path_factory) -> Path:
     return index_dir
 
 
+def clustered_vectors(n: int, dim: int = 32, seed: int = 0, clusters: int = 200) -> np.ndarray:
+    """Seeded unit vectors in uneven clusters (more like embeddings than uniform noise), float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    weights = rng.uniform(0.2, 1.0, clusters)
+    which = rng.choice(clusters, n, p=weights / weights.sum())
+    x = (centres[which] + 0.6 * rng.standard_normal((n, dim))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_top_k(base: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarray:
+    """The true top-k ids by inner product (ids default to row numbers)."""
+    top = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :k]
+    return top if ids is None else np.asarray(ids)[top]
+
+
+def recall(found: list[list[int]], truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f) & set(t.tolist())) / k for f, t in zip(found, truth)]))
+
+
 @pytest.fixture(scope="session")
 def colour_index(tmp_path_factory) -> Path:
     """A test-colours index of twelve photos, three of each colour, built once (for web and API tests)."""

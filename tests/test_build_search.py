@@ -31,7 +31,8 @@ def test_manifest_and_catalog_describe_the_index(colour_folder: Path, tmp_path: 
     index_dir = tmp_path / "index"
     build_index([colour_folder], index_dir, model="test-colours")
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    assert manifest["format"] == "babelsearch-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "babelsearch-index" and manifest["format_version"] == 2
+    assert manifest["factory"] == "Flat" and manifest["refine_dtype"] == "float32"
     assert (manifest["model"], manifest["dim"], manifest["metric"]) == ("test-colours", 4, "inner_product")
     assert manifest["images"] == 8 and sum(s["count"] for s in manifest["shards"]) == 8
     hit = SearchEngine.open(index_dir).search("green", k=1)[0]
