@@ -10,6 +10,7 @@ import time
 import click
 
 from engine.errors import BabelsearchError
+from engine.rerank import RERANK_MODES as RERANK_CHOICES
 
 
 def _domain_errors(func):
@@ -41,13 +42,16 @@ def cli() -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--query-bank", "query_bank", multiple=True, type=click.Path(dir_okay=False),
+              help="Extra query-bank file for margin reranking (one query a line); repeatable.")
 @_domain_errors
-def index(sources, index_dir, model, batch_size, workers, quiet) -> None:
+def index(sources, index_dir, model, batch_size, workers, quiet, query_bank) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths)."""
     from indexer import build_index
 
     report = build_index(
-        sources, index_dir, model=model, batch_size=batch_size, workers=workers, progress=not quiet
+        sources, index_dir, model=model, batch_size=batch_size, workers=workers, progress=not quiet,
+        query_bank=list(query_bank) or None,
     )
     for failed in report.skipped[:20]:
         click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
@@ -60,20 +64,26 @@ def index(sources, index_dir, model, batch_size, workers, quiet) -> None:
 @click.argument("index_dir", type=click.Path())
 @click.argument("query")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
+              help="Candidate reranking (default: the index's, normally margin).")
+@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="Neighbourhood size for reranking.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
-def search(index_dir, query, k, as_json) -> None:
+def search(index_dir, query, k, rerank, margin_k, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
     from engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
-    hits = engine.search(query, k=k)
+    hits = engine.search(query, k=k, rerank=rerank, margin_k=margin_k)
     took_ms = (time.perf_counter() - started) * 1000
     if as_json:
+        defaults = engine.rerank_defaults
         payload = {
             "query": query,
             "k": k,
+            "rerank": rerank or defaults["mode"],
+            "margin_k": margin_k or defaults["margin_k"],
             "took_ms": round(took_ms, 2),
             "results": [hit.to_json() for hit in hits],
         }
@@ -131,6 +141,76 @@ def demo(data_dir, k) -> None:
         "  .venv/bin/babelsearch index ~/Pictures --index my-index\n"
         '  .venv/bin/babelsearch search my-index "ein Hund im Schnee"'
     )
+
+
+@cli.command("eval")
+@click.argument("index_dir", type=click.Path())
+@click.option("--truth", required=True, type=click.Path(dir_okay=False),
+              help="TSV: path<TAB>class_idx (or a header with path/file and class_idx), or caption truth "
+                   "with query and path columns (optionally language).")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="JSON: language -> [[class indices], [class names]] (class truth only).")
+@click.option("--languages", default=None, help="Comma-separated languages (default: all).")
+@click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
+@click.option("--rerank", "modes", default="margin,none", show_default=True,
+              help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
+@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="Neighbourhood size (default: the index's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write eval.md, eval.json and a recall chart (PNG) here.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep encoded queries here, so a rerun skips encoding.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_domain_errors
+def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_dir, cache_dir, as_json, quiet) -> None:
+    """Recall@k per language on INDEX_DIR, every rerank mode side by side (Babel-ImageNet protocol)."""
+    from engine import SearchEngine
+    from engine.evaluation import evaluate, load_eval_set, write_report
+
+    try:
+        cutoffs = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {ks!r}", param_hint="--k") from None
+    eval_set = load_eval_set(truth, labels, languages.split(",") if languages else None)
+    engine = SearchEngine.open(index_dir)
+    report = evaluate(
+        engine, eval_set, ks=cutoffs, modes=[m.strip() for m in modes.split(",") if m.strip()],
+        margin_k=margin_k, cache_dir=cache_dir, progress=not quiet,
+    )
+    written = write_report(report, out_dir) if out_dir else []
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        click.echo(report.markdown())
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@cli.group()
+def bank() -> None:
+    """The query bank behind margin reranking."""
+
+
+@bank.command("update")
+@click.argument("index_dir", type=click.Path())
+@click.option("--from", "bank_files", multiple=True, type=click.Path(dir_okay=False),
+              help="User bank file (one query a line), replacing the index's user bank; repeatable.")
+@click.option("--default/--no-default", "include_default", default=None,
+              help="Include the shipped default bank (default: as before, normally yes).")
+@click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None, help="New default rerank mode.")
+@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="New default neighbourhood size.")
+@click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
+@_domain_errors
+def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:
+    """Recompute every image's query-bank term (images are not re-embedded)."""
+    from engine.bank import update_image_terms
+
+    chosen = {"mode": rerank, "margin_k": margin_k, "candidates": candidates}
+    report = update_image_terms(
+        index_dir, bank_files=list(bank_files) or None, include_default=include_default, recompute=True,
+        rerank_defaults={key: value for key, value in chosen.items() if value is not None},
+    )
+    click.echo(report.summary())
 
 
 def main() -> None:

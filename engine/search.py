@@ -1,4 +1,4 @@
-"""SearchEngine: text -> encoder -> shards -> hits with catalog metadata."""
+"""SearchEngine: text -> encoder -> shards -> margin rerank -> hits with catalog metadata."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from . import rerank as rr
+from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
 from .errors import InvalidQuery
@@ -22,15 +24,23 @@ MAX_K = 1000
 
 @dataclass
 class Hit:
-    """One search result: the catalog id, the image path, its score and the catalog row."""
+    """One search result: the catalog id, the image path, its final (reranked) score, its raw
+    cosine to the query, and the catalog row."""
 
     id: int
     path: str
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    cosine: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "score": round(float(self.score), 6)}
+        cosine = self.score if self.cosine is None else self.cosine
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(float(self.score), 6),
+            "cosine": round(float(cosine), 6),
+        }
 
 
 class SearchEngine:
@@ -78,38 +88,96 @@ class SearchEngine:
         return {**self.manifest.to_json(), "catalog_images": self.count, "vectors": self._shards.ntotal}
 
     # -- searching -------------------------------------------------------------------------------
-    def search(self, text: str, k: int = 10) -> list[Hit]:
-        """The k best images for one text query, in any language."""
-        return self.search_many([text], k=k)[0]
+    def search(
+        self, text: str, k: int = 10, rerank: str | None = None, margin_k: int | None = None
+    ) -> list[Hit]:
+        """The k best images for one text query, in any language.
 
-    def search_many(self, texts: list[str], k: int = 10) -> list[list[Hit]]:
+        ``rerank`` is "margin", "distance", "csls" or "none", ``margin_k`` the neighbourhood size
+        (1-16); None takes the index's defaults (``rerank_defaults``).
+        """
+        return self.search_many([text], k=k, rerank=rerank, margin_k=margin_k)[0]
+
+    def search_many(
+        self, texts: list[str], k: int = 10, rerank: str | None = None, margin_k: int | None = None
+    ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
         _check_k(k)
         for text in texts:
             _check_text(text)
         if not texts:
             return []
-        return self.search_vectors(self.encoder.encode_texts(list(texts)), k=k)
+        vectors = self.encoder.encode_texts(list(texts))
+        return self.search_vectors(vectors, k=k, rerank=rerank, margin_k=margin_k)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+    def search_vectors(
+        self, vectors: np.ndarray, k: int = 10, rerank: str | None = None, margin_k: int | None = None
+    ) -> list[list[Hit]]:
         """The k best images for each query vector (already in the index's space)."""
         _check_k(k)
+        mode, margin_k, candidates = self._rerank_params(rerank, margin_k)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[1]}, index has {self.manifest.dim}")
-        scores, ids = self._shards.search(vectors, k)
+        pool = k if mode == "none" else max(k, candidates)
+        scores, ids = self._shards.search(vectors, pool)
+        cosines = scores
+        if mode != "none":
+            scores, ids, cosines = self._rerank_candidates(scores, ids, mode, margin_k, k)
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())
         results: list[list[Hit]] = []
-        for row_scores, row_ids in zip(scores, ids):
+        for row_scores, row_ids, row_cosines in zip(scores, ids, cosines):
             hits = []
-            for score, image_id in zip(row_scores, row_ids):
+            for score, image_id, cosine in zip(row_scores, row_ids, row_cosines):
                 row = rows.get(int(image_id))
                 # a vector whose catalog row is gone (interrupted write, removal) is never shown
                 if image_id < 0 or row is None:
                     continue
-                hits.append(Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row))
+                hits.append(
+                    Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row, cosine=float(cosine))
+                )
             results.append(hits)
         return results
+
+    # -- rerank candidates (engine.rerank, engine.bank) -------------------------------------------
+    @property
+    def rerank_defaults(self) -> dict[str, Any]:
+        """mode, margin_k and candidates used when a call does not say; "none" without a query bank."""
+        recorded = self.manifest.settings.get(RERANK_SETTINGS, {})
+        has_bank = BANK_SETTINGS in self.manifest.settings
+        return {
+            "mode": recorded.get("mode", rr.DEFAULT_RERANK) if has_bank else "none",
+            "margin_k": int(recorded.get("margin_k", rr.DEFAULT_MARGIN_K)),
+            "candidates": int(recorded.get("candidates", rr.DEFAULT_CANDIDATES)),
+        }
+
+    def _rerank_params(self, rerank: str | None, margin_k: int | None) -> tuple[str, int, int]:
+        defaults = self.rerank_defaults
+        mode = defaults["mode"] if rerank is None else rerank
+        if mode not in rr.RERANK_MODES:
+            raise InvalidQuery(f"rerank must be one of {', '.join(rr.RERANK_MODES)}, got {mode!r}")
+        margin_k = defaults["margin_k"] if margin_k is None else margin_k
+        if not isinstance(margin_k, (int, np.integer)) or isinstance(margin_k, bool) or not (
+            1 <= margin_k <= rr.MAX_MARGIN_K
+        ):
+            raise InvalidQuery(f"margin_k must be an integer from 1 to {rr.MAX_MARGIN_K}, got {margin_k!r}")
+        if mode != "none" and BANK_SETTINGS not in self.manifest.settings:
+            raise InvalidQuery(
+                f"rerank={mode!r} needs the index's query-bank terms, which {self.index_dir} lacks: "
+                f"run `babelsearch bank update {self.index_dir}`"
+            )
+        return mode, int(margin_k), max(int(defaults["candidates"]), 1)
+
+    def _rerank_candidates(
+        self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stored = read_image_terms(self._catalog, ids.ravel().tolist())
+        # an image indexed but not yet given its term (interrupted build) counts as a typical one
+        typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_top"], dtype=np.float32)
+        unique, inverse = np.unique(ids, return_inverse=True)
+        table = np.stack([stored.get(int(i), typical) for i in unique])
+        bank_top = table[inverse.reshape(ids.shape)]
+        return rr.rerank(cosines, ids, bank_top, mode, margin_k, keep=k)
 
 
 def _check_k(k: int) -> None:

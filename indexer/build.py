@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from engine.bank import update_image_terms
 from engine.catalog import IMAGES, ensure_schema, open_catalog
 from engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
 from engine.errors import IncompatibleIndex
@@ -69,8 +70,12 @@ def build_index(
     workers: int | None = None,
     progress: bool = False,
     encoder: Encoder | None = None,
+    query_bank: list[str | os.PathLike] | None = None,
 ) -> IndexReport:
-    """Index every image under ``sources`` into ``index_dir`` (created, or extended if it exists)."""
+    """Index every image under ``sources`` into ``index_dir`` (created, or extended if it exists).
+
+    ``query_bank``: user bank files for margin reranking (None keeps the index's; see engine.bank).
+    """
     started = time.perf_counter()
     index_dir = Path(index_dir)
     if batch_size < 1:
@@ -136,6 +141,7 @@ def build_index(
     finally:
         bar.close()
         db.close()
+    update_image_terms(index_dir, encoder, bank_files=query_bank)  # margin terms of the new images
     report.seconds = time.perf_counter() - started
     return report
 
