@@ -56,11 +56,8 @@ class BankReport:
     sources: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        scope = "all images" if self.recomputed_all else "new images"
-        return (
-            f"query bank: {self.texts} texts ({', '.join(self.sources)}); "
-            f"terms for {self.updated} {scope}, {self.seconds:.1f} s"
-        )
+        scope = f"all {self.updated} images" if self.recomputed_all else f"{self.updated} new images"
+        return f"query bank: {self.texts} texts ({', '.join(self.sources)}); terms for {scope}, {self.seconds:.1f} s"
 
 
 # -- bank texts -----------------------------------------------------------------------------------
