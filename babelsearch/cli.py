@@ -66,7 +66,7 @@ def index(sources, index_dir, model, batch_size, workers, quiet, query_bank) -> 
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
               help="Candidate reranking (default: the index's, normally margin).")
-@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="Neighbourhood size for reranking.")
+@click.option("--margin-k", type=int, default=None, help="Neighbourhood size for reranking (1-16, 32, 64, 128, 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
 def search(index_dir, query, k, rerank, margin_k, as_json) -> None:
@@ -110,6 +110,13 @@ def info(index_dir, as_json) -> None:
     for key in ("format_version", "model", "dim", "metric", "factory", "images", "catalog_images", "vectors"):
         click.echo(f"{key:>15}: {details.get(key)}")
     click.echo(f"{'shards':>15}: {len(details.get('shards', []))}")
+    bank = details.get("settings", {}).get("query_bank")
+    rerank = details.get("settings", {}).get("rerank", {})
+    if bank:
+        sources = ", ".join((["default"] if bank.get("default") else []) + bank.get("user_sources", []))
+        click.echo(f"{'query bank':>15}: {bank.get('texts')} texts ({sources})")
+        click.echo(f"{'rerank':>15}: {rerank.get('mode')}, margin_k {rerank.get('margin_k')}, "
+                   f"{rerank.get('candidates')} candidates")
     click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
 
 
@@ -154,7 +161,7 @@ def demo(data_dir, k) -> None:
 @click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
 @click.option("--rerank", "modes", default="margin,none", show_default=True,
               help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
-@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="Neighbourhood size (default: the index's).")
+@click.option("--margin-k", type=int, default=None, help="Neighbourhood size (default: the index's).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write eval.md, eval.json and a recall chart (PNG) here.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
@@ -198,7 +205,7 @@ def bank() -> None:
 @click.option("--default/--no-default", "include_default", default=None,
               help="Include the shipped default bank (default: as before, normally yes).")
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None, help="New default rerank mode.")
-@click.option("--margin-k", type=click.IntRange(1, 16), default=None, help="New default neighbourhood size.")
+@click.option("--margin-k", type=int, default=None, help="New default neighbourhood size (1-16, 32, 64, 128, 256).")
 @click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
 @_domain_errors
 def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:

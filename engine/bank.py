@@ -1,16 +1,16 @@
 """The query bank and each image's neighbourhood term for margin reranking (``engine.rerank``).
 
-A query bank is a list of typical query texts. Every image keeps the cosines of its MAX_MARGIN_K
-nearest bank texts, best first, so ``r(y)`` (the mean of the k best) is ready for any k <= 16 at
-query time. The bank is the default one shipped in ``engine/resources/query_bank.txt`` (generated
+A query bank is a list of typical query texts. Every image keeps ``r(y)``, the mean cosine to its k
+nearest bank texts, for every k in ``rerank.MARGIN_KS`` (1-16, 32, 64, 128, 256: 20 float32), so
+margin_k can be chosen per call. The bank is the default one shipped in ``engine/resources/query_bank.txt`` (generated
 by ``scripts/make_query_bank.py``, no evaluation data in it) plus any user files.
 
 On disk, inside the index directory:
 
-    catalog.db, table margin_terms   id (== catalog/FAISS id), top (MAX_MARGIN_K float32, best first)
+    catalog.db, table margin_terms   id (== catalog/FAISS id), terms (float32 r(y) per k in MARGIN_KS)
     bank/user.txt                    the user-supplied texts, so ``bank update`` can redo them
     bank/{default,user}-KEY.npy      the bank's text vectors (KEY hashes model and texts)
-    manifest.json settings           "query_bank": sources, counts, hash, mean term row;
+    manifest.json settings           "query_bank": sources, counts, hash, the mean terms row;
                                      "rerank": the per-call defaults (mode, margin_k, candidates)
 
 The terms are written to the catalog before the manifest records the bank's hash, so an
@@ -32,9 +32,18 @@ import numpy as np
 
 from .catalog import IMAGES, open_catalog
 from .encoders import Encoder, get_encoder
-from .errors import SourceError
+from .errors import InvalidQuery, SourceError
 from .layout import Manifest, atomic_write_bytes, read_manifest, write_manifest
-from .rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MAX_MARGIN_K
+from .rerank import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_MARGIN_K,
+    DEFAULT_RERANK,
+    MARGIN_KS,
+    MAX_MARGIN_K,
+    term_ladder,
+)
+
+MIN_BANK_TEXTS = 16
 
 TERMS_TABLE = "margin_terms"
 BANK_DIR = "bank"
@@ -90,6 +99,13 @@ def bank_key(model: str, texts: list[str]) -> str:
     return hashlib.sha256((model + "\n" + "\n".join(texts)).encode("utf-8")).hexdigest()[:16]
 
 
+def vectors_key(encoder: Encoder, texts: list[str]) -> str:
+    """A cache key for text vectors: the texts, the model's name and what it makes of two probe
+    texts, so a changed model under an old name never reuses stale vectors."""
+    probe = np.round(np.asarray(encoder.encode_texts(["a photo of a dog", "猫"]), dtype=np.float64), 3)
+    return bank_key(f"{encoder.name}|{hashlib.sha256(probe.tobytes()).hexdigest()[:16]}", texts)
+
+
 def embed_texts_cached(encoder: Encoder, texts: list[str], path: Path, batch_size: int = 256) -> np.ndarray:
     """Text vectors, from ``path`` when it holds them, else encoded in batches and saved there."""
     if path.exists():
@@ -120,28 +136,28 @@ def _global_cache_dir() -> Path:
 
 
 # -- image-side terms -----------------------------------------------------------------------------
-def bank_top_similarities(
-    image_vectors: np.ndarray, bank_vectors: np.ndarray, k: int = MAX_MARGIN_K, batch_size: int = 65536
-) -> np.ndarray:
-    """(n_images, k) cosines of each image to its k nearest bank texts, best first (exact FAISS search)."""
+def bank_terms(image_vectors: np.ndarray, bank_vectors: np.ndarray, batch_size: int = 16384) -> np.ndarray:
+    """(n_images, len(MARGIN_KS)) r(y) for every k in MARGIN_KS: exact FAISS search of the bank."""
     import faiss
 
     bank = faiss.IndexFlatIP(bank_vectors.shape[1])
     bank.add(np.ascontiguousarray(bank_vectors, dtype=np.float32))
-    out = np.empty((len(image_vectors), k), dtype=np.float32)
+    depth = min(MAX_MARGIN_K, bank.ntotal)
+    out = np.empty((len(image_vectors), len(MARGIN_KS)), dtype=np.float32)
     for start in range(0, len(image_vectors), batch_size):
         chunk = np.ascontiguousarray(image_vectors[start : start + batch_size], dtype=np.float32)
-        out[start : start + len(chunk)], _ = bank.search(chunk, k)
+        top, _ = bank.search(chunk, depth)  # best first
+        out[start : start + len(chunk)] = term_ladder(top)
     return out
 
 
 def ensure_terms_table(db) -> None:
     if TERMS_TABLE not in db.table_names():
-        db[TERMS_TABLE].create({"id": int, "top": bytes}, pk="id")
+        db[TERMS_TABLE].create({"id": int, "terms": bytes}, pk="id")
 
 
 def read_image_terms(db, ids: Iterable[int]) -> dict[int, np.ndarray]:
-    """{id: stored best-first bank cosines} for the ids that have them."""
+    """{id: stored r(y) per k in MARGIN_KS} for the ids that have them."""
     if TERMS_TABLE not in db.table_names():
         return {}
     wanted = sorted({int(i) for i in ids if int(i) >= 0})
@@ -149,7 +165,7 @@ def read_image_terms(db, ids: Iterable[int]) -> dict[int, np.ndarray]:
     for start in range(0, len(wanted), 500):  # SQLite caps bound variables per statement
         chunk = wanted[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for image_id, blob in db.execute(f"select id, top from {TERMS_TABLE} where id in ({marks})", chunk):
+        for image_id, blob in db.execute(f"select id, terms from {TERMS_TABLE} where id in ({marks})", chunk):
             found[image_id] = np.frombuffer(blob, dtype=np.float32)
     return found
 
@@ -171,6 +187,7 @@ def update_image_terms(
     from .shards import ShardSet
 
     started = time.perf_counter()
+    _check_rerank_defaults(rerank_defaults or {})
     index_dir = Path(index_dir)
     manifest = read_manifest(index_dir)
     encoder = encoder or get_encoder(manifest.model)
@@ -186,8 +203,8 @@ def update_image_terms(
         user_sources = list(recorded.get("user_sources", []))
     default_texts = default_bank_texts() if include_default else []
     texts = list(dict.fromkeys(default_texts + user_texts))
-    if len(texts) < MAX_MARGIN_K:
-        raise SourceError(f"a query bank needs at least {MAX_MARGIN_K} distinct texts, this one has {len(texts)}")
+    if len(texts) < MIN_BANK_TEXTS:
+        raise SourceError(f"a query bank needs at least {MIN_BANK_TEXTS} distinct texts, this one has {len(texts)}")
 
     vectors = _bank_vectors(index_dir, encoder, default_texts, user_texts)
     key = bank_key(manifest.model, texts)
@@ -206,20 +223,20 @@ def update_image_terms(
             for row in db.execute(f"select id from {IMAGES} where id not in (select id from {TERMS_TABLE})")
         ]
         for ids, image_vectors in _vectors_of(shards, missing):
-            top = bank_top_similarities(image_vectors, vectors)
+            terms = bank_terms(image_vectors, vectors)
             with db.conn:
                 db.conn.executemany(
-                    f"insert or replace into {TERMS_TABLE} (id, top) values (?, ?)",
-                    [(int(i), row.tobytes()) for i, row in zip(ids, top)],
+                    f"insert or replace into {TERMS_TABLE} (id, terms) values (?, ?)",
+                    [(int(i), row.tobytes()) for i, row in zip(ids, terms)],
                 )
             report.updated += len(ids)
-        mean_top = _mean_term_row(db)
+        mean_terms = _mean_terms(db)
     finally:
         db.close()
 
     if bank_files is not None:
         atomic_write_bytes(user_path, ("\n".join(user_texts) + "\n").encode("utf-8"))
-    _record(manifest, key, texts, include_default, user_sources, len(user_texts), mean_top, rerank_defaults)
+    _record(manifest, key, texts, include_default, user_sources, len(user_texts), mean_terms, rerank_defaults)
     write_manifest(index_dir, manifest)
     report.seconds = time.perf_counter() - started
     return report
@@ -232,7 +249,7 @@ def _bank_vectors(index_dir: Path, encoder: Encoder, default_texts: list[str], u
     parts = {"default": default_texts, "user": [t for t in user_texts if t not in seen]}
     vectors = []
     for name, texts in parts.items():
-        key = bank_key(encoder.name, texts)
+        key = vectors_key(encoder, texts)
         local = bank_dir / f"{name}-{key}.npy"
         for stale in bank_dir.glob(f"{name}-*.npy"):
             if stale != local:
@@ -271,14 +288,29 @@ def _vectors_of(shards, ids: list[int], batch_size: int = 65536):
             yield batch_ids[keep], batch_vectors[keep]
 
 
-def _mean_term_row(db) -> list[float]:
-    """The average stored term row: stands in for an image whose term is not there yet."""
-    total = np.zeros(MAX_MARGIN_K, dtype=np.float64)
+def _mean_terms(db) -> list[float]:
+    """The average stored terms row: stands in for an image whose terms are not there yet."""
+    total = np.zeros(len(MARGIN_KS), dtype=np.float64)
     count = 0
-    for (blob,) in db.execute(f"select top from {TERMS_TABLE}"):
+    for (blob,) in db.execute(f"select terms from {TERMS_TABLE}"):
         total += np.frombuffer(blob, dtype=np.float32)
         count += 1
     return [round(float(x), 6) for x in (total / max(count, 1))]
+
+
+def _check_rerank_defaults(chosen: dict[str, Any]) -> None:
+    from .rerank import RERANK_MODES, check_margin_k
+
+    if "mode" in chosen and chosen["mode"] not in RERANK_MODES:
+        raise InvalidQuery(f"rerank must be one of {', '.join(RERANK_MODES)}, got {chosen['mode']!r}")
+    if "margin_k" in chosen:
+        try:
+            check_margin_k(chosen["margin_k"])
+        except ValueError as exc:
+            raise InvalidQuery(str(exc)) from None
+    candidates = chosen.get("candidates", 1)
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or not 1 <= candidates <= 1000:
+        raise InvalidQuery(f"candidates must be an integer from 1 to 1000, got {candidates!r}")
 
 
 def _record(
@@ -288,7 +320,7 @@ def _record(
     include_default: bool,
     user_sources: list[str],
     user_count: int,
-    mean_top: list[float],
+    mean_terms: list[float],
     rerank_defaults: dict[str, Any] | None,
 ) -> None:
     manifest.settings[BANK_SETTINGS] = {
@@ -297,8 +329,8 @@ def _record(
         "default": include_default,
         "user_sources": user_sources,
         "user_texts": user_count,
-        "stored_k": MAX_MARGIN_K,
-        "mean_top": mean_top,
+        "margin_ks": list(MARGIN_KS),
+        "mean_terms": mean_terms,
     }
     defaults = {"mode": DEFAULT_RERANK, "margin_k": DEFAULT_MARGIN_K, "candidates": DEFAULT_CANDIDATES}
     defaults.update(manifest.settings.get(RERANK_SETTINGS, {}))

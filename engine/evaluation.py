@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .bank import bank_key, embed_texts_cached
+from .bank import embed_texts_cached, vectors_key
 from .catalog import IMAGES
 from .errors import BabelsearchError
 from .rerank import RERANK_MODES
@@ -334,7 +334,7 @@ def evaluate(
 def _query_vectors(engine, texts: list[str], cache_dir: str | os.PathLike | None) -> np.ndarray:
     if cache_dir is None:
         return np.concatenate([engine.encoder.encode_texts(texts[i : i + 256]) for i in range(0, len(texts), 256)])
-    path = Path(cache_dir) / f"queries-{bank_key(engine.manifest.model, texts)}.npy"
+    path = Path(cache_dir) / f"queries-{vectors_key(engine.encoder, texts)}.npy"
     return embed_texts_cached(engine.encoder, texts, path)
 
 

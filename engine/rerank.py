@@ -9,9 +9,10 @@ Artetxe & Schwenk, "Margin-based Parallel Corpus Mining with Multilingual Senten
     none      cos(q, y)
 
 r(q) is the mean of the query's k best cosines over its candidate images, r(y) the mean of the image's
-k best cosines over a bank of typical queries (``engine.bank``), computed at index time. A "hub"
-image, close to every query, has a large r(y) and is pushed down. ``distance`` and ``csls`` always rank
-alike (csls is twice distance); both are offered because their scores read differently.
+k best cosines over a bank of typical queries (``engine.bank``), computed at index time for every k
+in MARGIN_KS. A "hub" image, close to every query, has a large r(y) and is pushed down. ``distance``
+and ``csls`` always rank alike (csls is twice distance); both are offered as their scores read
+differently.
 """
 
 from __future__ import annotations
@@ -19,17 +20,43 @@ from __future__ import annotations
 import numpy as np
 
 RERANK_MODES = ("margin", "distance", "csls", "none")
-# Measured on the shared 1000-photo sample, all 93 Babel-ImageNet languages (README, docs/eval/):
-# recall@10 is flat for k from about 4 to 16; 8 sits in the middle of that plateau.
 DEFAULT_RERANK = "margin"
-DEFAULT_MARGIN_K = 8
-# Images keep their 16 best bank cosines, so any margin_k up to this works per call.
-MAX_MARGIN_K = 16
+# Every image stores r(y) for these k (its mean cosine to its k nearest bank texts), so margin_k can
+# be chosen per call from them; 1-16 covers the usual choices, the rest the wide neighbourhoods
+# that work best with babel-lite (README, "Margin reranking").
+MARGIN_KS = tuple(range(1, 17)) + (32, 64, 128, 256)
+MAX_MARGIN_K = MARGIN_KS[-1]
+# Measured on the shared 1000-photo sample, all 93 Babel-ImageNet languages (README, docs/eval/):
+# mean non-English recall@10 rises with k up to about 256 and no language loses there, while k = 4
+# loses in a third of them (a small neighbourhood mostly holds an image's own class names).
+DEFAULT_MARGIN_K = 256
 # Reranking can only reorder what the candidate search returns: search this many, keep k.
-DEFAULT_CANDIDATES = 100
+DEFAULT_CANDIDATES = 200
 
 # A ratio needs a positive denominator; cosines of real embedding models are well above this.
 _MIN_DENOMINATOR = 1e-6
+
+
+def check_margin_k(k: int) -> None:
+    if k not in MARGIN_KS or isinstance(k, bool):
+        raise ValueError(f"margin k must be 1 to 16, 32, 64, 128 or 256, got {k!r}")
+
+
+def term_ladder(top: np.ndarray) -> np.ndarray:
+    """(n, len(MARGIN_KS)) means of the k best of each best-first row, for every k in MARGIN_KS.
+
+    A row shorter than some k (a small bank) averages all it has.
+    """
+    top = np.asarray(top, dtype=np.float64)
+    means = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+    columns = [min(k, top.shape[1]) - 1 for k in MARGIN_KS]
+    return means[:, columns].astype(np.float32)
+
+
+def ladder_column(k: int) -> int:
+    """Where r(y) for this k sits in a stored ladder row."""
+    check_margin_k(k)
+    return MARGIN_KS.index(k)
 
 
 def query_terms(candidate_cosines: np.ndarray, k: int) -> np.ndarray:
@@ -41,24 +68,12 @@ def query_terms(candidate_cosines: np.ndarray, k: int) -> np.ndarray:
     cos = np.asarray(candidate_cosines, dtype=np.float64)
     if cos.ndim != 2:
         raise ValueError("candidate_cosines must be 2-d (queries, candidates)")
-    valid = np.isfinite(cos)
-    filled = np.where(valid, cos, -np.inf)
-    k = max(1, min(int(k), cos.shape[1])) if cos.shape[1] else 1
     if cos.shape[1] == 0:
         return np.zeros(len(cos))
-    top = -np.sort(-filled, axis=1)[:, :k]
-    top_valid = np.isfinite(top)
-    counts = top_valid.sum(axis=1)
-    sums = np.where(top_valid, top, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-
-
-def image_terms(bank_top: np.ndarray, k: int) -> np.ndarray:
-    """r(y): mean of each image's k best bank cosines, from its stored best-first list (…, MAX_MARGIN_K)."""
-    top = np.asarray(bank_top, dtype=np.float64)
-    if not 1 <= k <= top.shape[-1]:
-        raise ValueError(f"margin k must be from 1 to {top.shape[-1]}, got {k}")
-    return top[..., :k].mean(axis=-1)
+    top = -np.sort(-np.where(np.isfinite(cos), cos, -np.inf), axis=1)[:, : max(1, int(k))]
+    valid = np.isfinite(top)
+    sums = np.where(valid, top, 0.0).sum(axis=1)
+    return sums / np.maximum(valid.sum(axis=1), 1)
 
 
 def rerank_scores(
@@ -83,24 +98,23 @@ def rerank_scores(
 def rerank(
     cosines: np.ndarray,
     ids: np.ndarray,
-    bank_top: np.ndarray,
+    image_term: np.ndarray,
     mode: str,
     k: int,
     keep: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reorder candidates by ``mode``; returns the best ``keep`` as (scores, ids, cosines).
 
-    ``cosines``/``ids`` are (n_queries, n_candidates), missing slots id -1; ``bank_top`` is
-    (n_queries, n_candidates, >=k) stored bank cosines per candidate (rows of missing slots ignored).
-    Ties keep the candidate search's order.
+    ``cosines``/``ids``/``image_term`` are (n_queries, n_candidates); missing slots have id -1.
+    ``image_term`` is r(y) of each candidate for this k. Ties keep the candidate search's order.
     """
     cos = np.asarray(cosines, dtype=np.float64)
     ids = np.asarray(ids, dtype=np.int64)
     missing = (ids < 0) | ~np.isfinite(cos)
     cos = np.where(missing, -np.inf, cos)
     rq = query_terms(cos, k)
-    ry = image_terms(bank_top, k) if mode != "none" else np.zeros_like(cos)
-    scores = rerank_scores(np.where(missing, 0.0, cos), rq, np.where(missing, 0.0, ry), mode)
+    ry = np.where(missing, 0.0, np.asarray(image_term, dtype=np.float64))
+    scores = rerank_scores(np.where(missing, 0.0, cos), rq, ry, mode)
     scores[missing] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :keep]
     out_scores = np.take_along_axis(scores, order, axis=1)

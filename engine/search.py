@@ -94,7 +94,7 @@ class SearchEngine:
         """The k best images for one text query, in any language.
 
         ``rerank`` is "margin", "distance", "csls" or "none", ``margin_k`` the neighbourhood size
-        (1-16); None takes the index's defaults (``rerank_defaults``).
+        (1-16, 32, 64, 128 or 256); None takes the index's defaults (``rerank_defaults``).
         """
         return self.search_many([text], k=k, rerank=rerank, margin_k=margin_k)[0]
 
@@ -157,10 +157,10 @@ class SearchEngine:
         if mode not in rr.RERANK_MODES:
             raise InvalidQuery(f"rerank must be one of {', '.join(rr.RERANK_MODES)}, got {mode!r}")
         margin_k = defaults["margin_k"] if margin_k is None else margin_k
-        if not isinstance(margin_k, (int, np.integer)) or isinstance(margin_k, bool) or not (
-            1 <= margin_k <= rr.MAX_MARGIN_K
-        ):
-            raise InvalidQuery(f"margin_k must be an integer from 1 to {rr.MAX_MARGIN_K}, got {margin_k!r}")
+        try:
+            rr.check_margin_k(margin_k)
+        except ValueError:
+            raise InvalidQuery(f"margin_k must be 1 to 16, 32, 64, 128 or 256, got {margin_k!r}") from None
         if mode != "none" and BANK_SETTINGS not in self.manifest.settings:
             raise InvalidQuery(
                 f"rerank={mode!r} needs the index's query-bank terms, which {self.index_dir} lacks: "
@@ -172,12 +172,13 @@ class SearchEngine:
         self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         stored = read_image_terms(self._catalog, ids.ravel().tolist())
-        # an image indexed but not yet given its term (interrupted build) counts as a typical one
-        typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_top"], dtype=np.float32)
+        # an image indexed but not yet given its terms (interrupted build) counts as a typical one
+        typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_terms"], dtype=np.float32)
+        column = rr.ladder_column(margin_k)
         unique, inverse = np.unique(ids, return_inverse=True)
-        table = np.stack([stored.get(int(i), typical) for i in unique])
-        bank_top = table[inverse.reshape(ids.shape)]
-        return rr.rerank(cosines, ids, bank_top, mode, margin_k, keep=k)
+        table = np.array([stored.get(int(i), typical)[column] for i in unique], dtype=np.float32)
+        image_term = table[inverse.reshape(ids.shape)]
+        return rr.rerank(cosines, ids, image_term, mode, margin_k, keep=k)
 
 
 def _check_k(k: int) -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
+from engine.rerank import DEFAULT_MARGIN_K
 
 
 def run(*args: str):
@@ -28,12 +29,13 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
     payload = json.loads(result.output)
     assert set(payload) == {"query", "k", "rerank", "margin_k", "took_ms", "results"}
     assert payload["query"] == "yellow" and payload["k"] == 2 and payload["took_ms"] >= 0
-    assert (payload["rerank"], payload["margin_k"]) == ("margin", 8)
+    assert (payload["rerank"], payload["margin_k"]) == ("margin", DEFAULT_MARGIN_K)
     assert [set(r) for r in payload["results"]] == [{"id", "path", "score", "cosine"}] * 2
     assert 0 < payload["results"][0]["cosine"] <= 1
 
     result = run("info", index_dir)
     assert result.exit_code == 0 and "test-colours" in result.output and "images: 8" in result.output
+    assert "rerank: margin, margin_k" in result.output and "query bank: " in result.output
     assert json.loads(run("info", index_dir, "--json").output)["catalog_images"] == 8
 
 

@@ -12,11 +12,12 @@ from indexer import build_index
 
 from .conftest import write_image
 
-# One query, three candidates (ids 10, 11, 12) and each candidate's stored best-first bank cosines.
+# One query, three candidates (ids 10, 11, 12), each candidate's best-first bank cosines.
 COS = np.array([[0.9, 0.8, 0.5]])
 IDS = np.array([[10, 11, 12]])
-BANK_TOP = np.array([[[0.9, 0.7, 0.1], [0.5, 0.3, 0.1], [0.2, 0.2, 0.0]]])
+BANK_TOP = np.array([[0.9, 0.7, 0.1], [0.5, 0.3, 0.1], [0.2, 0.2, 0.0]])
 # k = 2: r(q) = (0.9 + 0.8) / 2 = 0.85; r(y) = 0.8, 0.4, 0.2; so (r(q) + r(y)) / 2 = 0.825, 0.625, 0.525
+R_Y = rr.term_ladder(BANK_TOP)[:, rr.ladder_column(2)][None, :]
 EXPECTED = {
     "margin": ([11, 10, 12], [0.8 / 0.625, 0.9 / 0.825, 0.5 / 0.525]),
     "distance": ([11, 10, 12], [0.8 - 0.625, 0.9 - 0.825, 0.5 - 0.525]),
@@ -27,7 +28,8 @@ EXPECTED = {
 
 @pytest.mark.parametrize("mode", sorted(EXPECTED))
 def test_hand_computed_scores(mode: str):
-    scores, ids, cosines = rr.rerank(COS, IDS, BANK_TOP, mode, k=2, keep=3)
+    assert R_Y[0].tolist() == pytest.approx([0.8, 0.4, 0.2])
+    scores, ids, cosines = rr.rerank(COS, IDS, R_Y, mode, k=2, keep=3)
     order, expected = EXPECTED[mode]
     assert ids[0].tolist() == order
     assert scores[0] == pytest.approx(expected)
@@ -38,17 +40,22 @@ def test_terms_use_the_k_best_and_skip_missing_candidates():
     cos = np.array([[0.2, 0.9, -np.inf, 0.4], [-np.inf, -np.inf, -np.inf, -np.inf]])
     assert rr.query_terms(cos, 2).tolist() == pytest.approx([0.65, 0.0])
     assert rr.query_terms(cos, 10).tolist() == pytest.approx([0.5, 0.0])  # fewer than k: the ones there
-    assert rr.image_terms(BANK_TOP[0], 1).tolist() == pytest.approx([0.9, 0.5, 0.2])
-    with pytest.raises(ValueError):
-        rr.image_terms(BANK_TOP[0], 4)
+    ladder = rr.term_ladder(BANK_TOP)
+    assert ladder.shape == (3, len(rr.MARGIN_KS))
+    assert ladder[:, rr.ladder_column(1)].tolist() == pytest.approx([0.9, 0.5, 0.2])
+    # k beyond what a (small) bank holds averages all of it
+    assert ladder[:, rr.ladder_column(256)].tolist() == pytest.approx([1.7 / 3, 0.9 / 3, 0.4 / 3])
+    for bad in (0, 17, 100, 2.5, True):
+        with pytest.raises(ValueError):
+            rr.ladder_column(bad)
 
 
 def test_missing_slots_stay_last_and_keep_only_the_best():
     cos = np.array([[0.9, 0.8, -np.inf]])
     ids = np.array([[10, 11, -1]])
-    scores, out_ids, _ = rr.rerank(cos, ids, BANK_TOP, "margin", k=2, keep=3)
+    scores, out_ids, _ = rr.rerank(cos, ids, R_Y, "margin", k=2, keep=3)
     assert out_ids[0].tolist() == [11, 10, -1] and scores[0, 2] == -np.inf
-    _, top, _ = rr.rerank(COS, IDS, BANK_TOP, "margin", k=2, keep=1)
+    _, top, _ = rr.rerank(COS, IDS, R_Y, "margin", k=2, keep=1)
     assert top.tolist() == [[11]]
 
 
@@ -119,7 +126,7 @@ def test_planted_hub_tops_every_cosine_list_but_no_margin_list(hub_index: Path):
 
 def test_margin_k_is_a_per_call_parameter(hub_index: Path):
     engine = SearchEngine.open(hub_index)
-    for margin_k in (2, 4, 16):
+    for margin_k in (2, 4, 16, 64, 256):
         hits = engine.search("c5", k=2, margin_k=margin_k)
         assert Path(hits[0].path).name == "concept05.png"
     none = engine.search("c5", k=2, rerank="none")
