@@ -102,8 +102,15 @@ def bank_key(model: str, texts: list[str]) -> str:
 def vectors_key(encoder: Encoder, texts: list[str]) -> str:
     """A cache key for text vectors: the texts, the model's name and what it makes of two probe
     texts, so a changed model under an old name never reuses stale vectors."""
-    probe = np.round(np.asarray(encoder.encode_texts(["a photo of a dog", "猫"]), dtype=np.float64), 3)
-    return bank_key(f"{encoder.name}|{hashlib.sha256(probe.tobytes()).hexdigest()[:16]}", texts)
+    known = _fingerprints.get(id(encoder))
+    if known is None or known[0] is not encoder:
+        probe = np.round(np.asarray(encoder.encode_texts(["a photo of a dog", "猫"]), dtype=np.float64), 3)
+        known = _fingerprints[id(encoder)] = (encoder, hashlib.sha256(probe.tobytes()).hexdigest()[:16])
+    return bank_key(f"{encoder.name}|{known[1]}", texts)
+
+
+# id(encoder) -> (encoder, fingerprint); holding the encoder keeps its id from being reused
+_fingerprints: dict[int, tuple[Encoder, str]] = {}
 
 
 def embed_texts_cached(encoder: Encoder, texts: list[str], path: Path, batch_size: int = 256) -> np.ndarray:

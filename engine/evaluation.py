@@ -40,6 +40,8 @@ QUERY_COLUMNS = ("query", "text", "caption")
 LANGUAGE_COLUMNS = ("language", "lang")
 ENGLISH = frozenset({"en", "eng", "english"})
 ALL_LANGUAGES = "all"
+PER_PANEL = 48  # languages per row of the chart
+MODE_COLOURS = {"none": "#9e9e9e", "margin": "#1f77b4", "distance": "#ff7f0e", "csls": "#2ca02c"}
 
 
 class EvaluationError(BabelsearchError):
@@ -200,7 +202,7 @@ def _normalise_languages(languages: Iterable[str] | None) -> list[str] | None:
 
 def _pick_languages(available: list[str], wanted: list[str] | None, where: Path) -> list[str]:
     if wanted is None:
-        return available
+        return sorted(available)
     by_lower = {lang.lower(): lang for lang in available}
     unknown = [lang for lang in wanted if lang.lower() not in by_lower]
     if unknown:
@@ -359,22 +361,32 @@ def plot_recall(report: EvalReport, path: str | os.PathLike) -> None:
     import matplotlib.pyplot as plt
 
     k = chart_k(report.ks)
-    first = report.modes[-1] if "none" not in report.modes else "none"
+    first = "none" if "none" in report.modes else report.modes[0]
     rows = sorted(report.languages, key=lambda r: -r.recall[first][k])
-    n, m = len(rows), len(report.modes)
+    m = len(report.modes)
+    panels = -(-len(rows) // PER_PANEL)  # long language lists wrap onto several rows of bars
+    per_panel = -(-len(rows) // panels)
     width = 0.8 / m
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.16 * n * m + 2), 4.8))
-    x = np.arange(n)
-    for j, mode in enumerate(report.modes):
-        values = [100 * r.recall[mode][k] for r in rows]
-        mean = 100 * report.mean(mode, k, non_english=True)
-        ax.bar(x + (j - (m - 1) / 2) * width, values, width, label=f"{mode} (non-English mean {mean:.1f})")
-    ax.set_xticks(x, [r.language for r in rows], rotation=90, fontsize=7)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylabel(f"recall@{k} (%)")
-    ax.set_title(f"Per-language recall@{k}, {report.model}, {report.matched_images} images ({report.kind} truth)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    fig, axes = plt.subplots(panels, 1, figsize=(max(6.0, 0.12 * per_panel * (m + 1) + 1.5), 2.8 * panels + 0.6),
+                             squeeze=False)
+    top = max(100 * r.recall[mode][k] for r in rows for mode in report.modes)
+    for panel, ax in enumerate(axes[:, 0]):
+        chunk = rows[panel * per_panel : (panel + 1) * per_panel]
+        x = np.arange(len(chunk))
+        for j, mode in enumerate(report.modes):
+            mean = 100 * report.mean(mode, k, non_english=True)
+            label = f"{mode} (non-English mean {mean:.1f})" if panel == 0 else None
+            ax.bar(x + (j - (m - 1) / 2) * width, [100 * r.recall[mode][k] for r in chunk], width,
+                   label=label, color=MODE_COLOURS.get(mode))
+        ax.set_xticks(x, [r.language for r in chunk], rotation=90, fontsize=7)
+        ax.set_xlim(-0.6, per_panel - 0.4)
+        ax.set_ylim(0, min(100, top * 1.1 + 1))
+        ax.set_ylabel(f"recall@{k} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_title(
+        f"Per-language recall@{k}: {report.model}, {report.matched_images} images ({report.kind} truth)"
+    )
+    axes[0, 0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
