@@ -355,7 +355,10 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> list[Path]:
 
 def plot_recall(report: EvalReport, path: str | os.PathLike) -> None:
     """Bar chart of per-language recall@10 (or the largest k), one bar per rerank mode."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise EvaluationError("the chart needs matplotlib: pip install 'babelsearch[eval]'") from None
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
