@@ -280,14 +280,21 @@ def _bank_vectors(index_dir: Path, encoder: Encoder, default_texts: list[str], u
 
 
 def _vectors_of(shards, ids: list[int], batch_size: int = 65536):
-    """(ids, vectors) batches of the given ids: by id when few, else one pass over all vectors."""
+    """(ids, vectors) batches of the given ids that have vectors: by id when few, else one pass
+    over all vectors."""
     if not ids:
         return
     if len(ids) <= _BY_ID_LIMIT:
-        for start in range(0, len(ids), batch_size):
-            chunk = np.asarray(ids[start : start + batch_size], dtype=np.int64)
-            yield chunk, shards.vectors_for_ids(chunk)
-        return
+        try:
+            batches = [
+                (chunk, shards.vectors_for_ids(chunk))
+                for chunk in np.array_split(np.asarray(ids, dtype=np.int64), -(-len(ids) // batch_size))
+            ]
+        except KeyError:
+            pass  # a catalog row without its vector: the full pass below simply skips it
+        else:
+            yield from batches
+            return
     wanted = np.asarray(ids, dtype=np.int64)
     for batch_ids, batch_vectors in shards.iter_vectors(batch_size):
         keep = np.isin(batch_ids, wanted)

@@ -171,11 +171,11 @@ class SearchEngine:
     def _rerank_candidates(
         self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        stored = read_image_terms(self._catalog, ids.ravel().tolist())
+        unique, inverse = np.unique(ids, return_inverse=True)
+        stored = read_image_terms(self._catalog, unique[unique >= 0].tolist())
         # an image indexed but not yet given its terms (interrupted build) counts as a typical one
         typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_terms"], dtype=np.float32)
         column = rr.ladder_column(margin_k)
-        unique, inverse = np.unique(ids, return_inverse=True)
         table = np.array([stored.get(int(i), typical)[column] for i in unique], dtype=np.float32)
         image_term = table[inverse.reshape(ids.shape)]
         return rr.rerank(cosines, ids, image_term, mode, margin_k, keep=k)

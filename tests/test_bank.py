@@ -145,3 +145,14 @@ def test_an_image_without_its_term_is_still_found(colour_folder: Path, tmp_path:
     assert {Path(h.path).name[:4] for h in hits} == {"blue"}
     payload = json.loads(CliRunner().invoke(cli, ["search", str(index_dir), "blue", "--json", "--rerank", "csls"]).output)
     assert payload["rerank"] == "csls" and Path(payload["results"][0]["path"]).name.startswith("blue")
+
+
+def test_a_catalog_row_without_a_vector_does_not_stop_the_update(colour_folder: Path, tmp_path: Path):
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    with sqlite3.connect(index_dir / "catalog.db") as conn:
+        conn.execute("insert into images (id, path) values (50, '/gone.jpg')")
+        conn.execute("delete from margin_terms where id = 3")
+    report = update_image_terms(index_dir)
+    assert report.updated == 1 and not report.recomputed_all
+    assert sorted(stored_terms(index_dir)) == list(range(8))
