@@ -104,7 +104,7 @@ def vectors_key(encoder: Encoder, texts: list[str]) -> str:
     texts, so a changed model under an old name never reuses stale vectors."""
     known = _fingerprints.get(id(encoder))
     if known is None or known[0] is not encoder:
-        probe = np.round(np.asarray(encoder.encode_texts(["a photo of a dog", "猫"]), dtype=np.float64), 3)
+        probe = np.round(np.asarray(encoder.encode_texts(["A photo of a Dog.", "猫"]), dtype=np.float64), 3)
         known = _fingerprints[id(encoder)] = (encoder, hashlib.sha256(probe.tobytes()).hexdigest()[:16])
     return bank_key(f"{encoder.name}|{known[1]}", texts)
 
