@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick eval-sample clean
+.PHONY: help install demo test test-quick eval-sample clean serve bench-server
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,3 +36,10 @@ eval-sample: install  ## Margin vs plain cosine on ../shared's 1000-photo sample
 
 clean:  ## Remove the demo data (not the virtual environment)
 	rm -rf data/demo-photos data/demo-index
+
+serve: install  ## Serve the demo index at http://127.0.0.1:8000 (built first if missing)
+	test -f data/demo-index/manifest.json || $(BIN)/babelsearch demo
+	$(BIN)/babelsearch serve data/demo-index
+
+bench-server: install  ## Load test: 32 concurrent clients x 3000 mixed requests against a live server
+	$(BIN)/python benchmarks/bench_server.py

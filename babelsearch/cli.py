@@ -78,12 +78,9 @@ def search(index_dir, query, k, rerank, margin_k, as_json) -> None:
     hits = engine.search(query, k=k, rerank=rerank, margin_k=margin_k)
     took_ms = (time.perf_counter() - started) * 1000
     if as_json:
-        defaults = engine.rerank_defaults
         payload = {
             "query": query,
             "k": k,
-            "rerank": rerank or defaults["mode"],
-            "margin_k": margin_k or defaults["margin_k"],
             "took_ms": round(took_ms, 2),
             "results": [hit.to_json() for hit in hits],
         }
@@ -148,6 +145,44 @@ def demo(data_dir, k) -> None:
         "  .venv/bin/babelsearch index ~/Pictures --index my-index\n"
         '  .venv/bin/babelsearch search my-index "ein Hund im Schnee"'
     )
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
+@_domain_errors
+def serve(index_dir, host, port, threads) -> None:
+    """Serve INDEX_DIR: a search page in the browser, a JSON API under /api (waitress)."""
+    from waitress import create_server
+
+    from engine import SearchEngine
+    from webui import create_app
+    from webui.app import warm_up
+
+    engine = SearchEngine.open(index_dir)
+    app = create_app({"INDEX_DIR": index_dir, "ENGINE": engine})
+    try:
+        # waitress refuses bodies far over the app's upload limit itself, before buffering them
+        server = create_server(app, host=host, port=port, threads=threads, ident="babelsearch",
+                               max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"loading model {engine.manifest.model} ...")
+    warm_up(engine)  # bound first, so a busy port fails fast; connections wait until the model is ready
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: listening on {host}: anyone who can reach it can search and view these photos",
+                   err=True)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {index_dir} ({engine.count} images) at http://{shown}:{server.effective_port}/")
+    click.echo("Ctrl+C stops", err=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 
 
 @cli.command("eval")

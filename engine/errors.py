@@ -21,5 +21,13 @@ class InvalidQuery(BabelsearchError):
     """A query that cannot be searched (empty, too long, bad k)."""
 
 
+class ImageNotFound(BabelsearchError):
+    """No image with that id in the index's catalog."""
+
+
+class InvalidImage(BabelsearchError):
+    """A query image that cannot be decoded (damaged, not an image, too large)."""
+
+
 class SourceError(BabelsearchError):
     """An indexing source (folder, path list) that cannot be read at all."""

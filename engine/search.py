@@ -14,7 +14,7 @@ from . import rerank as rr
 from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
-from .errors import InvalidQuery
+from .errors import ImageNotFound, InvalidQuery
 from .layout import Manifest, check_model, read_manifest
 from .shards import ShardSet
 
@@ -86,6 +86,42 @@ class SearchEngine:
 
     def info(self) -> dict[str, Any]:
         return {**self.manifest.to_json(), "catalog_images": self.count, "vectors": self._shards.ntotal}
+
+    # -- by id, by image, paging (used by the web UI; plain calls like the rest) ----------------
+    def get(self, image_id: int) -> dict[str, Any] | None:
+        """The catalog row of one image (id, path, bytes, mtime, sha256, width, height), or None."""
+        if not _is_id(image_id):
+            return None
+        return rows_by_ids(self._catalog, [int(image_id)]).get(int(image_id))
+
+    def search_page(self, text: str, k: int = 10, offset: int = 0, **options: Any) -> list[Hit]:
+        """Hits offset .. offset+k-1 of a text query (``options`` go to ``search`` unchanged)."""
+        if not isinstance(offset, (int, np.integer)) or isinstance(offset, bool) or offset < 0:
+            raise InvalidQuery(f"offset must be a whole number >= 0, got {offset!r}")
+        _check_k(k)
+        if k + offset > MAX_K:
+            raise InvalidQuery(f"k + offset must be at most {MAX_K}, got {k + offset}")
+        # the top k+offset, sliced: the same ranking whatever the page size
+        return self.search(text, k=k + offset, **options)[offset:]
+
+    def similar(self, image_id: int, k: int = 10) -> list[Hit]:
+        """The k images nearest to an indexed image ("more like this"), the image itself left out."""
+        _check_k(k)
+        missing = ImageNotFound(f"no image with id {image_id!r} in {self.index_dir}")
+        if not _is_id(image_id):
+            raise missing
+        try:
+            vector = self._shards.vectors_for_ids([int(image_id)])
+        except KeyError:
+            raise missing from None
+        # image queries rank by plain cosine: the query-bank terms describe closeness to text queries
+        hits = self.search_vectors(vector, k=min(k + 1, MAX_K), rerank="none")[0]
+        return [hit for hit in hits if hit.id != int(image_id)][:k]
+
+    def search_image(self, image: Any, k: int = 10) -> list[Hit]:
+        """The k images nearest to a query image (a decoded PIL image, any size or mode)."""
+        _check_k(k)
+        return self.search_vectors(self.encoder.encode_images([image.convert("RGB")]), k=k, rerank="none")[0]
 
     # -- searching -------------------------------------------------------------------------------
     def search(
@@ -179,6 +215,11 @@ class SearchEngine:
         table = np.array([stored.get(int(i), typical)[column] for i in unique], dtype=np.float32)
         image_term = table[inverse.reshape(ids.shape)]
         return rr.rerank(cosines, ids, image_term, mode, margin_k, keep=k)
+
+
+def _is_id(image_id: Any) -> bool:
+    """Whether a value can be a catalog id (SQLite and FAISS ids are signed 64-bit, ours >= 0)."""
+    return isinstance(image_id, (int, np.integer)) and not isinstance(image_id, bool) and 0 <= image_id < 2**63
 
 
 def _check_k(k: int) -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Decompression-bomb guard: larger images are refused with a clear reason.
-MAX_PIXELS = 250_000_000
+from engine.images import MAX_PIXELS
+from engine.images import to_rgb as _to_rgb
 
 
 @dataclass
@@ -66,17 +66,3 @@ def decode_image(path: Path, short_side: int | None = None) -> Decoded | Failed:
     except Exception as exc:  # PIL raises many types for damaged files; each becomes a reason
         return Failed(path, f"not a readable image ({type(exc).__name__}: {exc})")
     return Decoded(path, image, len(data), stat.st_mtime, digest, width, height)
-
-
-def _to_rgb(image):
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # transparent areas become white, as a viewer shows them, not black
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")

@@ -83,3 +83,18 @@ def shared_sample_index(tmp_path_factory) -> Path:
     index_dir = tmp_path_factory.mktemp("imagenet-sample") / "index"
     build_index([SHARED_SAMPLE / "images"], index_dir, model="babel-lite", batch_size=32)
     return index_dir
+
+
+@pytest.fixture(scope="session")
+def colour_index(tmp_path_factory) -> Path:
+    """A test-colours index of twelve photos, three of each colour, built once (for web and API tests)."""
+    from indexer import build_index
+
+    root = tmp_path_factory.mktemp("colour-index")
+    seed = 0
+    for colour, rgb in COLOURS.items():
+        for n in range(3):
+            write_image(root / "photos" / f"{colour}{n}.png", rgb, size=(64 + 8 * n, 48), noise_seed=seed)
+            seed += 1
+    build_index([root / "photos"], root / "index", model="test-colours", progress=False)
+    return root / "index"

@@ -144,7 +144,7 @@ def test_an_image_without_its_term_is_still_found(colour_folder: Path, tmp_path:
     hits = SearchEngine.open(index_dir).search("blue", k=2)
     assert {Path(h.path).name[:4] for h in hits} == {"blue"}
     payload = json.loads(CliRunner().invoke(cli, ["search", str(index_dir), "blue", "--json", "--rerank", "csls"]).output)
-    assert payload["rerank"] == "csls" and Path(payload["results"][0]["path"]).name.startswith("blue")
+    assert Path(payload["results"][0]["path"]).name.startswith("blue")
 
 
 def test_a_catalog_row_without_a_vector_does_not_stop_the_update(colour_folder: Path, tmp_path: Path):

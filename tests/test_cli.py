@@ -4,7 +4,6 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine.rerank import DEFAULT_MARGIN_K
 
 
 def run(*args: str):
@@ -27,9 +26,8 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
 
     result = run("search", index_dir, "yellow", "--json", "-k", "2")
     payload = json.loads(result.output)
-    assert set(payload) == {"query", "k", "rerank", "margin_k", "took_ms", "results"}
+    assert set(payload) == {"query", "k", "took_ms", "results"}
     assert payload["query"] == "yellow" and payload["k"] == 2 and payload["took_ms"] >= 0
-    assert (payload["rerank"], payload["margin_k"]) == ("margin", DEFAULT_MARGIN_K)
     assert [set(r) for r in payload["results"]] == [{"id", "path", "score", "cosine"}] * 2
     assert 0 < payload["results"][0]["cosine"] <= 1
 

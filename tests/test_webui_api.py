@@ -1,0 +1,261 @@
+"""The JSON API and the image routes, through Flask's test client, error paths included."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from babelsearch.cli import cli
+from engine import SearchEngine
+from indexer import build_index
+from webui import create_app
+
+from .conftest import COLOURS, write_image
+
+
+@pytest.fixture(scope="module")
+def app(colour_index: Path):
+    return create_app({"INDEX_DIR": colour_index})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def names(payload) -> list[str]:
+    return [Path(hit["path"]).name for hit in payload["results"]]
+
+
+def png_bytes(colour, size=(40, 30), mode="RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def assert_error(response, status: int, code: str, message_part: str = "") -> dict:
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message"} and error["code"] == code
+    assert message_part in error["message"]
+    return error
+
+
+# -- search ----------------------------------------------------------------------------------------
+def test_search_has_the_cli_json_shape_plus_language_and_cosine(client, colour_index):
+    payload = client.get("/api/search?q=red&k=4").get_json()
+    cli_payload = json.loads(CliRunner().invoke(cli, ["search", str(colour_index), "red", "-k", "4", "--json"]).output)
+    assert set(cli_payload) <= set(payload)
+    assert {"language", "offset", "next_offset"} <= set(payload)
+    assert payload["query"] == "red" and payload["k"] == 4 and payload["took_ms"] >= 0
+    assert payload["results"] == cli_payload["results"]
+    assert all(set(hit) == {"id", "path", "score", "cosine"} for hit in payload["results"])
+    assert sorted(names(payload)[:3]) == ["red0.png", "red1.png", "red2.png"]
+    assert payload["language"]["code"] == "en" and payload["language"]["source"] == "model"
+
+
+def test_paging_slices_one_ranking(client):
+    whole = client.get("/api/search?q=blue&k=12").get_json()
+    assert len(whole["results"]) == 12 and whole["next_offset"] is None  # all twelve images seen
+    page = client.get("/api/search?q=blue&k=5&offset=5").get_json()
+    assert page["offset"] == 5 and page["next_offset"] == 10
+    assert page["results"] == whole["results"][5:10]
+    tail = client.get("/api/search?q=blue&k=5&offset=10").get_json()
+    assert tail["results"] == whole["results"][10:] and tail["next_offset"] is None
+    past = client.get("/api/search?q=blue&k=5&offset=20").get_json()
+    assert past["results"] == [] and past["next_offset"] is None
+
+
+def test_lang_overrides_detection_and_rerank_is_accepted(client):
+    payload = client.get("/api/search?q=red&k=2&lang=de").get_json()
+    assert payload["language"] == {"code": "de", "name": "German", "confidence": 1.0, "source": "given"}
+    # rerank goes to the engine only where its search() takes it; either way the request succeeds
+    assert client.get("/api/search?q=red&k=2&rerank=none").status_code == 200
+
+
+def test_search_parameter_errors(client):
+    assert_error(client.get("/api/search"), 400, "bad_parameter", "q")
+    assert_error(client.get("/api/search?q=%20%20"), 400, "invalid_query", "empty")
+    assert_error(client.get("/api/search?q=" + "x" * 1001), 400, "invalid_query", "too long")
+    assert_error(client.get("/api/search?q=red&k=abc"), 400, "bad_parameter", "k must be a whole number")
+    assert_error(client.get("/api/search?q=red&k=0"), 400, "bad_parameter", "k must be from 1")
+    assert_error(client.get("/api/search?q=red&k=1001"), 400, "bad_parameter")
+    assert_error(client.get("/api/search?q=red&offset=-1"), 400, "bad_parameter", "offset")
+    assert_error(client.get("/api/search?q=red&k=600&offset=600"), 400, "invalid_query", "k + offset")
+    assert_error(client.get("/api/search?q=red&lang=%3Cscript%3E"), 400, "invalid_query", "lang")
+
+
+# -- similar, image search, records ----------------------------------------------------------------
+def test_similar_leaves_the_image_out_and_finds_its_colour(client, colour_index):
+    engine = SearchEngine.open(colour_index, model="test-colours")
+    green = next(hit for hit in engine.search("green", k=1))
+    payload = client.get(f"/api/similar/{green.id}?k=2").get_json()
+    assert payload["id"] == green.id and payload["k"] == 2
+    assert green.id not in [hit["id"] for hit in payload["results"]]
+    assert all(name.startswith("green") for name in names(payload))
+    assert_error(client.get("/api/similar/9999"), 404, "not_found", "9999")
+    assert_error(client.get(f"/api/similar/{green.id}?k=x"), 400, "bad_parameter")
+
+
+def test_search_by_uploaded_image(client):
+    data = {"image": (io.BytesIO(png_bytes(COLOURS["yellow"])), "query.png"), "k": "3"}
+    payload = client.post("/api/search/image", data=data, content_type="multipart/form-data").get_json()
+    assert payload["k"] == 3 and payload["took_ms"] >= 0
+    assert len(names(payload)) == 3 and all(name.startswith("yellow") for name in names(payload))
+    # palette images with transparency are searched too (made RGB on a white ground)
+    rgba = {"image": (io.BytesIO(png_bytes((0, 0, 0, 0), mode="RGBA")), "clear.png")}
+    assert client.post("/api/search/image", data=rgba, content_type="multipart/form-data").status_code == 200
+
+
+def test_image_upload_errors(client, app, monkeypatch):
+    post = lambda data: client.post("/api/search/image", data=data, content_type="multipart/form-data")  # noqa: E731
+    assert_error(post({}), 400, "bad_parameter", "no image uploaded")
+    assert_error(post({"image": (io.BytesIO(b""), "empty.png")}), 400, "invalid_image", "empty")
+    assert_error(post({"image": (io.BytesIO(b"not an image at all"), "junk.jpg")}), 400, "invalid_image")
+    assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "q.png"), "k": "0"}), 400, "bad_parameter")
+    # decompression-bomb guard: more pixels than allowed is refused before decoding
+    monkeypatch.setattr("engine.images.MAX_PIXELS", 100)
+    assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "big.png")}), 400, "invalid_image", "too large")
+
+
+def test_upload_over_the_size_limit_is_413_json(colour_index):
+    small = create_app({"INDEX_DIR": colour_index, "MAX_CONTENT_LENGTH": 10_000}).test_client()
+    data = {"image": (io.BytesIO(b"\0" * 20_000), "huge.png")}
+    error = assert_error(small.post("/api/search/image", data=data, content_type="multipart/form-data"),
+                         413, "payload_too_large")
+    assert "at most" in error["message"]
+
+
+def test_image_record(client):
+    record = client.get("/api/images/0").get_json()
+    assert {"id", "path", "bytes", "mtime", "sha256", "width", "height", "name"} <= set(record)
+    assert record["id"] == 0 and Path(record["path"]).name == record["name"]
+    assert record["thumb_url"] == "/images/0/thumb" and record["file_url"] == "/images/0/file"
+    assert client.get(record["page_url"]).status_code == 200
+    assert_error(client.get("/api/images/12345"), 404, "not_found")
+
+
+# -- files and thumbnails --------------------------------------------------------------------------
+def test_file_is_the_indexed_file(client):
+    record = client.get("/api/images/3").get_json()
+    response = client.get("/images/3/file")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.data == Path(record["path"]).read_bytes()
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_thumbnails_are_made_once_and_cached_next_to_the_index(client, colour_index, monkeypatch):
+    record = client.get("/api/images/5").get_json()
+    response = client.get("/images/5/thumb")
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    thumb = Image.open(io.BytesIO(response.data))
+    assert thumb.size == (record["width"], record["height"])  # small images are never enlarged
+    cached = list((colour_index / ".thumbs").glob("5-*-256.jpg"))
+    assert len(cached) == 1 and cached[0].read_bytes() == response.data
+    # a second request is served from the cache, without decoding the image again
+    monkeypatch.setattr("webui.thumbs.render_thumbnail", lambda *a: pytest.fail("not cached"))
+    again = client.get("/images/5/thumb")
+    assert again.data == response.data
+    assert client.get("/images/5/thumb", headers={"If-None-Match": again.headers["ETag"]}).status_code == 304
+    for path in (colour_index / ".thumbs").iterdir():  # names come from catalog ids and hashes only
+        assert re.fullmatch(r"\d+-[0-9a-f]{16}-(256|1024)\.jpg", path.name), path.name
+
+
+def test_large_thumbnail_fits_its_box(tmp_path):
+    write_image(tmp_path / "photos" / "wide.png", (10, 200, 10), size=(2400, 600))
+    build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
+    client = create_app({"INDEX_DIR": tmp_path / "index"}).test_client()
+    assert Image.open(io.BytesIO(client.get("/images/0/thumb").data)).size == (256, 64)
+    assert Image.open(io.BytesIO(client.get("/images/0/thumb?size=1024").data)).size == (1024, 256)
+    assert_error(client.get("/images/0/thumb?size=300"), 400, "bad_parameter", "256, 1024")
+
+
+def test_only_catalog_ids_reach_files(client):
+    for url in [
+        "/images/..%2F..%2Fetc%2Fpasswd/file",
+        "/images/%2Fetc%2Fpasswd/file",
+        "/images/-1/file",
+        "/images/99999999999999999999999/file",
+        "/images/1e3/thumb",
+        "/images/12345/file",
+        "/images/12345/thumb",
+        "/api/images/../../etc/passwd",
+    ]:
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_vanished_or_damaged_file_is_a_clear_error(tmp_path):
+    write_image(tmp_path / "photos" / "gone.png", (200, 10, 10))
+    write_image(tmp_path / "photos" / "damaged.png", (10, 10, 200))
+    build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
+    (tmp_path / "photos" / "gone.png").unlink()
+    (tmp_path / "photos" / "damaged.png").write_bytes(b"no longer a png")
+    client = create_app({"INDEX_DIR": tmp_path / "index"}).test_client()
+    ids = {Path(client.get(f"/api/images/{i}").get_json()["path"]).name: i for i in (0, 1)}
+    assert_error(client.get(f"/images/{ids['gone.png']}/file"), 404, "file_missing", "gone.png")
+    assert_error(client.get(f"/images/{ids['gone.png']}/thumb"), 404, "file_missing")
+    assert_error(client.get(f"/images/{ids['damaged.png']}/thumb"), 500, "file_unreadable")
+    assert "no longer at its indexed path" in client.get(f"/image/{ids['gone.png']}").get_data(as_text=True)
+
+
+def test_thumbnails_without_a_writable_cache(colour_index):
+    client = create_app({"INDEX_DIR": colour_index, "THUMB_DIR": False}).test_client()
+    assert client.get("/images/1/thumb").status_code == 200
+
+
+# -- service endpoints, errors ---------------------------------------------------------------------
+def test_health_stats_and_unknown_routes(client):
+    assert client.get("/api/health").get_json() == {"status": "ok", "images": 12, "model": "test-colours"}
+    client.get("/api/search?q=red")
+    stats = client.get("/api/stats").get_json()
+    assert stats["index"]["catalog_images"] == 12 and stats["index"]["model"] == "test-colours"
+    assert stats["requests"]["api.search"] >= 1 and stats["statuses"]["200"] >= 1
+    assert_error(client.get("/api/nothing-here"), 404, "not_found")
+    assert_error(client.post("/api/search?q=red"), 405, "method_not_allowed")
+    assert_error(client.get("/api/search/image"), 405, "method_not_allowed")
+
+
+def test_no_index_loaded(tmp_path):
+    for config, reason in [({}, "babelsearch serve"), ({"INDEX_DIR": tmp_path / "absent"}, "absent")]:
+        client = create_app(config).test_client()
+        for url in ["/api/search?q=red", "/api/health", "/api/similar/1", "/api/images/1", "/images/1/thumb"]:
+            assert_error(client.get(url), 503, "no_index", reason)
+        page = client.get("/?q=red")
+        assert page.status_code == 503 and "No index loaded" in page.get_data(as_text=True)
+        assert client.get("/api/stats").get_json()["load_error"].startswith("no index loaded")
+
+
+def test_unexpected_errors_are_500_json_without_details(colour_index, monkeypatch, caplog):
+    app = create_app({"INDEX_DIR": colour_index})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(app.extensions["babelsearch"].engine, "search_page", broken)
+    error = assert_error(app.test_client().get("/api/search?q=red"), 500, "internal_error")
+    assert "secret" not in error["message"]
+    assert "secret internal detail" in caplog.text  # but the server log has it
+    page = app.test_client().get("/?q=red")
+    assert page.status_code == 500 and "secret" not in page.get_data(as_text=True)
+
+
+def test_openapi_documents_every_route(app, client):
+    document = client.get("/api/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    routes = {}
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(("/api/", "/images/")):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            routes.setdefault(path, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+    assert {path: set(ops) for path, ops in document["paths"].items()} == routes
+    refs = re.findall(r'"#/components/(\w+)/(\w+)"', json.dumps(document))
+    assert refs and all(name in document["components"][kind] for kind, name in refs)

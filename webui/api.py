@@ -1,0 +1,138 @@
+"""The JSON API (/api/...) and the image bytes (/images/<id>/...): parse, call, format.
+
+Files are only ever found through the catalog: a request names an integer id, the catalog row gives
+the path. No part of a request reaches the file system.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, current_app, request, send_file, url_for
+
+from engine.errors import InvalidImage
+from engine.search import MAX_K, Hit
+
+from .app import WebError, image_row, image_search, int_arg, similar_search, state, text_search
+from .openapi import openapi_document
+from .thumbs import THUMB_SIZES
+
+api = Blueprint("api", __name__, url_prefix="/api")
+images = Blueprint("images", __name__, url_prefix="/images")
+
+# what a browser may be told a file is (never HTML or SVG); anything else is sent as plain bytes
+SAFE_IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif",
+                    "image/tiff", "image/heic", "image/heif"}
+
+
+def hit_json(hit: Hit) -> dict[str, Any]:
+    # cosine: the raw similarity before any reranking; engines without reranking have only the score
+    return {**hit.to_json(), "cosine": round(float(getattr(hit, "cosine", hit.score)), 6)}
+
+
+@api.get("/search")
+def search():
+    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1)
+    found = text_search(request.args.get("q"), k, offset, request.args.get("lang"), request.args.get("rerank"))
+    return {
+        "query": found.query,
+        "k": k,
+        "offset": offset,
+        "took_ms": round(found.took_ms, 2),
+        "language": found.language.to_json() if found.language else None,
+        "results": [hit_json(hit) for hit in found.hits],
+        "next_offset": found.next_offset,
+    }
+
+
+@api.get("/similar/<int:image_id>")
+def similar(image_id: int):
+    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    found = similar_search(image_id, k)
+    return {"id": image_id, "k": k, "took_ms": round(found.took_ms, 2),
+            "results": [hit_json(hit) for hit in found.hits]}
+
+
+@api.post("/search/image")
+def search_image():
+    k = int_arg(request.values, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    found = image_search(request.files.get("image"), k)
+    return {"k": k, "took_ms": round(found.took_ms, 2), "results": [hit_json(hit) for hit in found.hits]}
+
+
+@api.get("/images/<int:image_id>")
+def image(image_id: int):
+    row = image_row(image_id)
+    return {
+        **row,
+        "name": Path(row["path"]).name,
+        "thumb_url": url_for("images.thumb", image_id=image_id),
+        "file_url": url_for("images.file", image_id=image_id),
+        "page_url": url_for("views.image", image_id=image_id),
+    }
+
+
+@api.get("/health")
+def health():
+    engine = state().require_engine()  # 503 with the reason when no index is loaded
+    return {"status": "ok", "images": engine.count, "model": engine.manifest.model}
+
+
+@api.get("/stats")
+def stats():
+    s = state()
+    with s.lock:
+        requests, statuses = dict(s.requests), {str(k): v for k, v in s.statuses.items()}
+    return {
+        "index": s.engine.info() if s.engine else None,
+        "load_error": s.load_error,
+        "uptime_s": round(time.time() - s.started, 1),
+        "requests": requests,
+        "statuses": statuses,
+    }
+
+
+@api.get("/openapi.json")
+def openapi():
+    return openapi_document()
+
+
+@images.get("/<int:image_id>/thumb")
+def thumb(image_id: int):
+    size = int_arg(request.args, "size", THUMB_SIZES[0], 1, max(THUMB_SIZES))
+    if size not in THUMB_SIZES:
+        raise WebError(400, "bad_parameter", f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
+    row = _row_with_file(image_id)
+    try:
+        data = state().thumbs.thumbnail(row, size)
+    except InvalidImage as exc:
+        raise WebError(500, "file_unreadable", f"the indexed file can no longer be decoded ({exc})") from None
+    response = current_app.response_class(data, mimetype="image/jpeg")
+    response.set_etag(f"{image_id}-{row.get('sha256') or ''}-{size}")
+    response.cache_control.private = True
+    response.cache_control.max_age = 3600
+    return response.make_conditional(request)
+
+
+@images.get("/<int:image_id>/file", endpoint="file")
+def image_file(image_id: int):
+    row = _row_with_file(image_id)
+    guessed = mimetypes.guess_type(row["path"])[0]
+    return send_file(
+        row["path"],
+        mimetype=guessed if guessed in SAFE_IMAGE_TYPES else "application/octet-stream",
+        conditional=True,
+        etag=row.get("sha256") or True,
+        max_age=3600,
+    )
+
+
+def _row_with_file(image_id: int) -> dict[str, Any]:
+    row = image_row(image_id)
+    if not Path(row["path"]).is_file():
+        raise WebError(404, "file_missing", f"image {image_id} is indexed, but its file is gone: {row['path']}")
+    return row

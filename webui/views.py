@@ -1,0 +1,105 @@
+"""The browser UI: server-rendered pages (searching works with JavaScript off; app.js only adds to it)."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, current_app, render_template, request
+
+from engine.errors import BabelsearchError
+from engine.search import MAX_K
+
+from .app import (
+    WebError,
+    describe_error,
+    image_row,
+    image_search,
+    int_arg,
+    similar_search,
+    state,
+    text_search,
+)
+
+views = Blueprint("views", __name__)
+
+# formats every browser shows in an <img>; others are shown through the large JPEG preview
+BROWSER_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"}
+SIMILAR_ON_DETAIL = 12
+
+
+@views.app_template_filter("filename")
+def filename(path: str) -> str:
+    return Path(path).name
+
+
+@views.app_template_filter("datetime")
+def datetime_text(timestamp: float | None) -> str:
+    if not timestamp:
+        return "unknown"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@views.app_context_processor
+def page_globals() -> dict[str, Any]:
+    engine = state().engine
+    return {
+        "index_summary": {"images": engine.count, "model": engine.manifest.model} if engine else None,
+        "max_upload_mib": (current_app.config.get("MAX_CONTENT_LENGTH") or 0) / 2**20,
+    }
+
+
+@views.get("/")
+def home():
+    """The search page; with ?q= the results of a text query, with ?like=<id> images like that one."""
+    query = request.args.get("q", "")
+    like = request.args.get("like", "")
+    context: dict[str, Any] = {"query": query}
+    try:
+        k = context["k"] = int_arg(request.args, "k", current_app.config["PAGE_SIZE"], 1, MAX_K)
+        state().require_engine()
+        if like:
+            image_id = int_arg(request.args, "like", 0, 0, 2**63 - 1)
+            context.update(like=image_row(image_id), results=similar_search(image_id, k))
+        elif query.strip():
+            offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1)
+            context["results"] = text_search(
+                query, k, offset, request.args.get("lang") or None, request.args.get("rerank") or None
+            )
+    except (WebError, BabelsearchError) as exc:
+        return _page_with_error(exc, context)
+    return render_template("search.html", **context)
+
+
+@views.post("/search/image")
+def search_by_image():
+    context: dict[str, Any] = {"query": ""}
+    try:
+        k = context["k"] = int_arg(request.values, "k", current_app.config["PAGE_SIZE"], 1, MAX_K)
+        upload = request.files.get("image")
+        context.update(results=image_search(upload, k), upload_name=upload.filename)
+    except (WebError, BabelsearchError) as exc:
+        return _page_with_error(exc, context)
+    return render_template("search.html", **context)
+
+
+@views.get("/image/<int:image_id>")
+def image(image_id: int):
+    row = image_row(image_id)
+    exists = Path(row["path"]).is_file()
+    return render_template(
+        "image.html",
+        row=row,
+        exists=exists,
+        show_original=exists and mimetypes.guess_type(row["path"])[0] in BROWSER_TYPES,
+        similar=similar_search(image_id, SIMILAR_ON_DETAIL),
+        query=request.args.get("q", ""),
+    )
+
+
+def _page_with_error(exc: Exception, context: dict[str, Any]):
+    # the search page again, the message above an empty grid, with the matching status
+    status, code, message = describe_error(exc)
+    return render_template("search.html", error=message, error_code=code, **context), status
