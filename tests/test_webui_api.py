@@ -259,3 +259,12 @@ def test_openapi_documents_every_route(app, client):
     assert {path: set(ops) for path, ops in document["paths"].items()} == routes
     refs = re.findall(r'"#/components/(\w+)/(\w+)"', json.dumps(document))
     assert refs and all(name in document["components"][kind] for kind, name in refs)
+
+
+def test_rerank_is_passed_through_and_checked(client):
+    plain = client.get("/api/search?q=red&k=2&rerank=none").get_json()["results"]
+    assert all(hit["score"] == hit["cosine"] for hit in plain)
+    margin = client.get("/api/search?q=red&k=2&rerank=margin").get_json()["results"]
+    assert [h["id"] for h in margin] and margin[0]["score"] != margin[0]["cosine"]
+    response = client.get("/api/search?q=red&rerank=fancy")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_query"
