@@ -29,10 +29,10 @@ test-quick: install  ## The quick loop: everything but the slow integration test
 	$(BIN)/python -m pytest -m "not slow"
 
 SAMPLE := ../shared/data/imagenet-sample
-eval-sample: install  ## Margin vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval
+eval-sample: install  ## Margin reranking vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval
 	$(BIN)/babelsearch index $(SAMPLE)/images --index data/imagenet-sample-index -q
 	$(BIN)/babelsearch eval data/imagenet-sample-index --labels ../shared/data/babel-imagenet/babel_imagenet.json \
-		--truth $(SAMPLE)/labels.tsv --rerank margin,none --out docs/eval --cache data/eval-cache -q
+		--truth $(SAMPLE)/labels.tsv --rerank distance,margin,none --out docs/eval --cache data/eval-cache -q
 
 clean:  ## Remove the demo data (not the virtual environment)
 	rm -rf data/demo-photos data/demo-index

@@ -65,7 +65,7 @@ def index(sources, index_dir, model, batch_size, workers, quiet, query_bank) -> 
 @click.argument("query")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
-              help="Candidate reranking (default: the index's, normally margin).")
+              help="Candidate reranking (default: the index's, normally distance).")
 @click.option("--margin-k", type=int, default=None, help="Neighbourhood size for reranking (1-16, 32, 64, 128, 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
@@ -194,7 +194,7 @@ def serve(index_dir, host, port, threads) -> None:
               help="JSON: language -> [[class indices], [class names]] (class truth only).")
 @click.option("--languages", default=None, help="Comma-separated languages (default: all).")
 @click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
-@click.option("--rerank", "modes", default="margin,none", show_default=True,
+@click.option("--rerank", "modes", default="distance,margin,none", show_default=True,
               help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
 @click.option("--margin-k", type=int, default=None, help="Neighbourhood size (default: the index's).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -281,7 +281,7 @@ def evaluate(
     engine,
     eval_set: EvalSet,
     ks: Iterable[int] = (1, 5, 10),
-    modes: Iterable[str] = ("margin", "none"),
+    modes: Iterable[str] = ("distance", "margin", "none"),
     margin_k: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,

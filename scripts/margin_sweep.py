@@ -1,5 +1,5 @@
-"""Mean recall@10 (all languages, non-English) for each margin_k, plus plain cosine: how the default
-margin_k was chosen. Queries are encoded once (``--cache``) and every k reranks the same candidates.
+"""Mean recall@10 (all languages, non-English) per rerank mode and margin_k, plus plain cosine: how the
+defaults were chosen. Queries are encoded once (``--cache``) and every setting reranks the same candidates.
 
     python scripts/margin_sweep.py INDEX --labels LABELS.json --truth TRUTH.tsv [--cache DIR]
 """
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--truth", required=True)
     parser.add_argument("--languages", default=None)
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--modes", default="distance,margin")
     args = parser.parse_args()
     eval_set = load_eval_set(args.truth, args.labels, args.languages.split(",") if args.languages else None)
     engine = SearchEngine.open(args.index)
@@ -34,19 +35,19 @@ def main() -> None:
     print("| rerank | margin_k | mean R@10, all | mean R@10, non-English | languages below cosine |")
     print("|---|---:|---:|---:|---:|")
     print(f"| none | - | {100 * base.mean('none', 10):.1f} | {100 * base.mean('none', 10, True):.1f} | - |")
-    for k in KS:
-        report = evaluate(engine, eval_set, ks=[10], modes=["margin"], margin_k=k, cache_dir=args.cache)
-        worse = sum(
-            r.recall["margin"][10] < b.recall["none"][10]
-            for r, b in zip(report.languages, base.languages)
-            if b in nonen
-        )
-        print(
-            f"| margin | {k} | {100 * report.mean('margin', 10):.1f} | "
-            f"{100 * report.mean('margin', 10, True):.1f} | {worse} of {len(nonen)} |",
-            flush=True,
-        )
-
+    for mode in args.modes.split(","):
+        for k in KS:
+            report = evaluate(engine, eval_set, ks=[10], modes=[mode], margin_k=k, cache_dir=args.cache)
+            worse = sum(
+                r.recall[mode][10] < b.recall["none"][10]
+                for r, b in zip(report.languages, base.languages)
+                if b in nonen
+            )
+            print(
+                f"| {mode} | {k} | {100 * report.mean(mode, 10):.1f} | "
+                f"{100 * report.mean(mode, 10, True):.1f} | {worse} of {len(nonen)} |",
+                flush=True,
+            )
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from babelsearch.cli import cli
 from engine import InvalidQuery, SearchEngine, SourceError
 from engine.bank import default_bank_texts, read_image_terms, update_image_terms
-from engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, MARGIN_KS
+from engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MARGIN_KS
 from engine.layout import read_manifest, write_manifest
 from engine.shards import ShardSet
 from indexer import build_index
@@ -51,7 +51,7 @@ def test_index_gives_every_image_its_bank_term(colour_folder: Path, tmp_path: Pa
         assert np.allclose(row, expected[image_id], atol=1e-5)
     settings = read_manifest(index_dir).settings
     assert settings["query_bank"]["texts"] == len(default_bank_texts()) and settings["query_bank"]["default"]
-    assert settings["rerank"] == {"mode": "margin", "margin_k": DEFAULT_MARGIN_K, "candidates": DEFAULT_CANDIDATES}
+    assert settings["rerank"] == {"mode": DEFAULT_RERANK, "margin_k": DEFAULT_MARGIN_K, "candidates": DEFAULT_CANDIDATES}
     assert len(settings["query_bank"]["mean_terms"]) == len(MARGIN_KS)
 
 

@@ -119,8 +119,8 @@ def test_planted_hub_tops_every_cosine_list_but_no_margin_list(hub_index: Path):
         # the final score changed the order; the raw cosine still says the hub is closer
         hub = next(h for h in reranked[0] if Path(h.path).name == "hub.png")
         assert hub.cosine > reranked[0][0].cosine and hub.score < reranked[0][0].score
-    # margin is the index's default, recorded in its manifest
-    assert engine.rerank_defaults["mode"] == "margin"
+    # reranking is on by default, as recorded in the index's manifest
+    assert engine.rerank_defaults["mode"] == rr.DEFAULT_RERANK != "none"
     assert Path(engine.search("c3", k=1)[0].path).name == "concept03.png"
 
 
