@@ -13,6 +13,16 @@ from engine.errors import BabelsearchError
 from engine.rerank import RERANK_MODES as RERANK_CHOICES
 
 
+def _margin_k(ctx, param, value):
+    """--margin-k: a whole number or "all" (the engine checks which numbers it stores)."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a whole number or 'all', got {value!r}") from None
+
+
 def _domain_errors(func):
     """Turn babelsearch's own errors into one clear line and exit status 1, never a traceback."""
 
@@ -66,7 +76,8 @@ def index(sources, index_dir, model, batch_size, workers, quiet, query_bank) -> 
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
               help="Candidate reranking (default: the index's, normally distance).")
-@click.option("--margin-k", type=int, default=None, help="Neighbourhood size for reranking (1-16, 32, 64, 128, 256).")
+@click.option("--margin-k", callback=_margin_k, default=None,
+              help="Neighbourhood size for reranking: 1-16, 32, 64, 128, 256 or all.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
 def search(index_dir, query, k, rerank, margin_k, as_json) -> None:
@@ -196,7 +207,7 @@ def serve(index_dir, host, port, threads) -> None:
 @click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
 @click.option("--rerank", "modes", default="distance,margin,none", show_default=True,
               help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
-@click.option("--margin-k", type=int, default=None, help="Neighbourhood size (default: the index's).")
+@click.option("--margin-k", callback=_margin_k, default=None, help="Neighbourhood size (default: the index's).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write eval.md, eval.json and a recall chart (PNG) here.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
@@ -240,7 +251,8 @@ def bank() -> None:
 @click.option("--default/--no-default", "include_default", default=None,
               help="Include the shipped default bank (default: as before, normally yes).")
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None, help="New default rerank mode.")
-@click.option("--margin-k", type=int, default=None, help="New default neighbourhood size (1-16, 32, 64, 128, 256).")
+@click.option("--margin-k", callback=_margin_k, default=None,
+              help="New default neighbourhood size: 1-16, 32, 64, 128, 256 or all.")
 @click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
 @_domain_errors
 def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:

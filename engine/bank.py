@@ -1,8 +1,8 @@
 """The query bank and each image's neighbourhood term for margin reranking (``engine.rerank``).
 
 A query bank is a list of typical query texts. Every image keeps ``r(y)``, the mean cosine to its k
-nearest bank texts, for every k in ``rerank.MARGIN_KS`` (1-16, 32, 64, 128, 256: 20 float32), so
-margin_k can be chosen per call. The bank is the default one shipped in ``engine/resources/query_bank.txt`` (generated
+nearest bank texts, for every k in ``rerank.MARGIN_KS`` (1-16, 32, 64, 128, 256 and "all": 21
+float32), so margin_k can be chosen per call. The bank is the default one shipped in ``engine/resources/query_bank.txt`` (generated
 by ``scripts/make_query_bank.py``, no evaluation data in it) plus any user files.
 
 On disk, inside the index directory:
@@ -38,8 +38,8 @@ from .rerank import (
     DEFAULT_CANDIDATES,
     DEFAULT_MARGIN_K,
     DEFAULT_RERANK,
+    DEEPEST_K,
     MARGIN_KS,
-    MAX_MARGIN_K,
     term_ladder,
 )
 
@@ -144,17 +144,20 @@ def _global_cache_dir() -> Path:
 
 # -- image-side terms -----------------------------------------------------------------------------
 def bank_terms(image_vectors: np.ndarray, bank_vectors: np.ndarray, batch_size: int = 16384) -> np.ndarray:
-    """(n_images, len(MARGIN_KS)) r(y) for every k in MARGIN_KS: exact FAISS search of the bank."""
+    """(n_images, len(MARGIN_KS)) r(y) for every k in MARGIN_KS: exact FAISS search of the bank for
+    the nearest texts, and the cosine to the bank's mean vector for the whole bank."""
     import faiss
 
+    bank_vectors = np.ascontiguousarray(bank_vectors, dtype=np.float32)
     bank = faiss.IndexFlatIP(bank_vectors.shape[1])
-    bank.add(np.ascontiguousarray(bank_vectors, dtype=np.float32))
-    depth = min(MAX_MARGIN_K, bank.ntotal)
+    bank.add(bank_vectors)
+    depth = min(DEEPEST_K, bank.ntotal)
+    bank_mean = bank_vectors.mean(axis=0)  # mean over the bank of x . t == x . mean(t)
     out = np.empty((len(image_vectors), len(MARGIN_KS)), dtype=np.float32)
     for start in range(0, len(image_vectors), batch_size):
         chunk = np.ascontiguousarray(image_vectors[start : start + batch_size], dtype=np.float32)
         top, _ = bank.search(chunk, depth)  # best first
-        out[start : start + len(chunk)] = term_ladder(top)
+        out[start : start + len(chunk)] = term_ladder(top, chunk @ bank_mean)
     return out
 
 

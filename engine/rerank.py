@@ -10,7 +10,7 @@ Artetxe & Schwenk, "Margin-based Parallel Corpus Mining with Multilingual Senten
 
 r(q) is the mean of the query's k best cosines over its candidate images, r(y) the mean of the image's
 k best cosines over a bank of typical queries (``engine.bank``), computed at index time for every k
-in MARGIN_KS. A "hub" image, close to every query, has a large r(y) and is pushed down. ``distance``
+in MARGIN_KS (k = "all": the whole bank). A "hub" image, close to every query, has a large r(y) and is pushed down. ``distance``
 and ``csls`` always rank alike (csls is twice distance); both are offered as their scores read
 differently.
 """
@@ -20,19 +20,20 @@ from __future__ import annotations
 import numpy as np
 
 RERANK_MODES = ("margin", "distance", "csls", "none")
-# The additive (distance) margin is the default: on the shared sample it gains as much as the ratio
-# with the bundled model, and it stays stable for models whose space is centred (cosines near 0,
-# where dividing by the neighbourhood means swings the scores; measured in the README).
-DEFAULT_RERANK = "distance"
+ALL = "all"  # margin_k "all": the image's neighbourhood is the whole bank
 # Every image stores r(y) for these k (its mean cosine to its k nearest bank texts), so margin_k can
-# be chosen per call from them; 1-16 covers the usual choices, the rest the wide neighbourhoods
-# that work best with babel-lite (README, "Margin reranking").
-MARGIN_KS = tuple(range(1, 17)) + (32, 64, 128, 256)
-MAX_MARGIN_K = MARGIN_KS[-1]
-# Measured on the shared 1000-photo sample, all 93 Babel-ImageNet languages (README, docs/eval/):
-# mean non-English recall@10 rises with k up to about 256 and no language loses there, while k = 4
-# loses in a third of them (a small neighbourhood mostly holds an image's own class names).
-DEFAULT_MARGIN_K = 256
+# be chosen per call: 1-16 are the usual choices, the rest wider neighbourhoods up to the whole bank.
+MARGIN_KS: tuple[int | str, ...] = tuple(range(1, 17)) + (32, 64, 128, 256, ALL)
+DEEPEST_K = 256  # the widest neighbourhood below "all"; the nearest bank texts searched per image
+# Measured on the shared 1000-photo sample, all 93 Babel-ImageNet languages (README, docs/eval/).
+# With the bundled model every k helps and the whole bank helps most; with a centred model
+# (babel-lite's planned prototypes and centring) every setting but this one lost recall, and this
+# one neither lost nor gained. With k = "all", r(y) is the image's cosine to the bank's mean
+# query, so the distance margin takes out exactly the "close to every query" direction: where a
+# model has already removed it, the rerank changes nothing. The ratio divides by neighbourhood
+# means that are near 0 in a centred space and lost recall there at every k.
+DEFAULT_RERANK = "distance"
+DEFAULT_MARGIN_K: int | str = ALL
 # Reranking can only reorder what the candidate search returns: search this many, keep k.
 DEFAULT_CANDIDATES = 200
 
@@ -40,40 +41,42 @@ DEFAULT_CANDIDATES = 200
 _MIN_DENOMINATOR = 1e-6
 
 
-def check_margin_k(k: int) -> None:
-    if k not in MARGIN_KS or isinstance(k, bool):
-        raise ValueError(f"margin k must be 1 to 16, 32, 64, 128 or 256, got {k!r}")
+def check_margin_k(k: int | str) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, str, np.integer)) or k not in MARGIN_KS:
+        raise ValueError(f"margin k must be 1 to 16, 32, 64, 128, 256 or 'all', got {k!r}")
 
 
-def term_ladder(top: np.ndarray) -> np.ndarray:
-    """(n, len(MARGIN_KS)) means of the k best of each best-first row, for every k in MARGIN_KS.
+def term_ladder(top: np.ndarray, bank_mean: np.ndarray) -> np.ndarray:
+    """(n, len(MARGIN_KS)) r(y) for every k in MARGIN_KS, from each image's best-first bank cosines
+    ``top`` (n, <= DEEPEST_K) and its mean cosine over the whole bank ``bank_mean`` (n,).
 
     A row shorter than some k (a small bank) averages all it has.
     """
     top = np.asarray(top, dtype=np.float64)
     means = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
-    columns = [min(k, top.shape[1]) - 1 for k in MARGIN_KS]
-    return means[:, columns].astype(np.float32)
+    columns = [min(k, top.shape[1]) - 1 for k in MARGIN_KS if k != ALL]
+    return np.column_stack([means[:, columns], np.asarray(bank_mean, dtype=np.float64)]).astype(np.float32)
 
 
-def ladder_column(k: int) -> int:
+def ladder_column(k: int | str) -> int:
     """Where r(y) for this k sits in a stored ladder row."""
     check_margin_k(k)
     return MARGIN_KS.index(k)
 
 
-def query_terms(candidate_cosines: np.ndarray, k: int) -> np.ndarray:
+def query_terms(candidate_cosines: np.ndarray, k: int | str) -> np.ndarray:
     """r(q): mean of each row's k best cosines; missing candidates (-inf or NaN) are left out.
 
     ``candidate_cosines`` is (n_queries, n_candidates); a row with fewer than k real candidates
-    averages the ones it has, and a row with none gets 0.
+    (or k = "all") averages the ones it has, and a row with none gets 0.
     """
     cos = np.asarray(candidate_cosines, dtype=np.float64)
     if cos.ndim != 2:
         raise ValueError("candidate_cosines must be 2-d (queries, candidates)")
     if cos.shape[1] == 0:
         return np.zeros(len(cos))
-    top = -np.sort(-np.where(np.isfinite(cos), cos, -np.inf), axis=1)[:, : max(1, int(k))]
+    depth = cos.shape[1] if k == ALL else max(1, int(k))
+    top = -np.sort(-np.where(np.isfinite(cos), cos, -np.inf), axis=1)[:, :depth]
     valid = np.isfinite(top)
     sums = np.where(valid, top, 0.0).sum(axis=1)
     return sums / np.maximum(valid.sum(axis=1), 1)
@@ -103,7 +106,7 @@ def rerank(
     ids: np.ndarray,
     image_term: np.ndarray,
     mode: str,
-    k: int,
+    k: int | str,
     keep: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reorder candidates by ``mode``; returns the best ``keep`` as (scores, ids, cosines).

@@ -125,17 +125,18 @@ class SearchEngine:
 
     # -- searching -------------------------------------------------------------------------------
     def search(
-        self, text: str, k: int = 10, rerank: str | None = None, margin_k: int | None = None
+        self, text: str, k: int = 10, rerank: str | None = None, margin_k: int | str | None = None,
     ) -> list[Hit]:
         """The k best images for one text query, in any language.
 
         ``rerank`` is "margin", "distance", "csls" or "none", ``margin_k`` the neighbourhood size
-        (1-16, 32, 64, 128 or 256); None takes the index's defaults (``rerank_defaults``).
+        (1-16, 32, 64, 128, 256 or "all"); None takes the index's defaults (``rerank_defaults``).
         """
         return self.search_many([text], k=k, rerank=rerank, margin_k=margin_k)[0]
 
     def search_many(
-        self, texts: list[str], k: int = 10, rerank: str | None = None, margin_k: int | None = None
+        self, texts: list[str], k: int = 10, rerank: str | None = None,
+        margin_k: int | str | None = None,
     ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
         _check_k(k)
@@ -147,7 +148,8 @@ class SearchEngine:
         return self.search_vectors(vectors, k=k, rerank=rerank, margin_k=margin_k)
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int = 10, rerank: str | None = None, margin_k: int | None = None
+        self, vectors: np.ndarray, k: int = 10, rerank: str | None = None,
+        margin_k: int | str | None = None,
     ) -> list[list[Hit]]:
         """The k best images for each query vector (already in the index's space)."""
         _check_k(k)
@@ -180,14 +182,20 @@ class SearchEngine:
     def rerank_defaults(self) -> dict[str, Any]:
         """mode, margin_k and candidates used when a call does not say; "none" without a query bank."""
         recorded = self.manifest.settings.get(RERANK_SETTINGS, {})
-        has_bank = BANK_SETTINGS in self.manifest.settings
+        has_bank = self._has_bank_terms
         return {
             "mode": recorded.get("mode", rr.DEFAULT_RERANK) if has_bank else "none",
-            "margin_k": int(recorded.get("margin_k", rr.DEFAULT_MARGIN_K)),
+            "margin_k": recorded.get("margin_k", rr.DEFAULT_MARGIN_K),
             "candidates": int(recorded.get("candidates", rr.DEFAULT_CANDIDATES)),
         }
 
-    def _rerank_params(self, rerank: str | None, margin_k: int | None) -> tuple[str, int, int]:
+    @property
+    def _has_bank_terms(self) -> bool:
+        # terms stored for another list of k (another babelsearch version) cannot be read as ours
+        bank = self.manifest.settings.get(BANK_SETTINGS)
+        return bool(bank) and bank.get("margin_ks") == list(rr.MARGIN_KS)
+
+    def _rerank_params(self, rerank: str | None, margin_k: int | str | None) -> tuple[str, int | str, int]:
         defaults = self.rerank_defaults
         mode = defaults["mode"] if rerank is None else rerank
         if mode not in rr.RERANK_MODES:
@@ -196,16 +204,16 @@ class SearchEngine:
         try:
             rr.check_margin_k(margin_k)
         except ValueError:
-            raise InvalidQuery(f"margin_k must be 1 to 16, 32, 64, 128 or 256, got {margin_k!r}") from None
-        if mode != "none" and BANK_SETTINGS not in self.manifest.settings:
+            raise InvalidQuery(f"margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got {margin_k!r}") from None
+        if mode != "none" and not self._has_bank_terms:
             raise InvalidQuery(
-                f"rerank={mode!r} needs the index's query-bank terms, which {self.index_dir} lacks: "
-                f"run `babelsearch bank update {self.index_dir}`"
+                f"rerank={mode!r} needs query-bank terms that {self.index_dir} lacks (built before them, "
+                f"or by another version): run `babelsearch bank update {self.index_dir}`"
             )
-        return mode, int(margin_k), max(int(defaults["candidates"]), 1)
+        return mode, margin_k, max(int(defaults["candidates"]), 1)
 
     def _rerank_candidates(
-        self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int, k: int
+        self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int | str, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         unique, inverse = np.unique(ids, return_inverse=True)
         stored = read_image_terms(self._catalog, unique[unique >= 0].tolist())

@@ -8,9 +8,9 @@ result list. Sources, all written here or shipped with the package:
 * 40 everyday concepts in 15 languages, bare and in that language's "photo of" shape (written by
   hand for this file).
 
-With the wide neighbourhoods margin reranking uses (k = 256), the bank's exact make-up hardly matters:
-on the shared sample, all lemmas, all lemmas in eight English prompt shapes, or the concepts alone
-all scored within half a point of recall@10 of this bank. This one is small (fast to embed when
+With the wide neighbourhoods margin reranking uses (k = 256 up to the whole bank), the bank's make-up
+hardly matters: on the shared sample, all lemmas, all lemmas in eight English prompt shapes, or the
+concepts alone all scored within half a point of recall@10 of this bank. This one is small (fast to embed when
 an index is first built) and not tied to ImageNet alone.
 
 No evaluation data (Babel-ImageNet, XTD, Crossmodal-3600) is used. Run from the repository root:

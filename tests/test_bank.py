@@ -29,7 +29,7 @@ def brute_force_terms(index_dir: Path, texts: list[str]) -> dict[int, np.ndarray
     ids, vectors = next(ShardSet.open(index_dir, manifest).iter_vectors())
     bank = ColourEncoder().encode_texts(texts)
     ranked = -np.sort(-(vectors @ bank.T), axis=1)
-    terms = np.stack([ranked[:, :k].mean(axis=1) for k in MARGIN_KS], axis=1)
+    terms = np.stack([ranked[:, : (None if k == "all" else k)].mean(axis=1) for k in MARGIN_KS], axis=1)
     return dict(zip(ids.tolist(), terms))
 
 
@@ -47,7 +47,7 @@ def test_index_gives_every_image_its_bank_term(colour_folder: Path, tmp_path: Pa
     expected = brute_force_terms(index_dir, default_bank_texts())
     assert sorted(terms) == sorted(expected) == list(range(8))
     for image_id, row in terms.items():
-        assert row.shape == (len(MARGIN_KS),) and np.all(np.diff(row) <= 1e-6)  # wider means are lower
+        assert row.shape == (len(MARGIN_KS),) and np.all(np.diff(row) <= 1e-4)  # wider means are lower
         assert np.allclose(row, expected[image_id], atol=1e-5)
     settings = read_manifest(index_dir).settings
     assert settings["query_bank"]["texts"] == len(default_bank_texts()) and settings["query_bank"]["default"]
@@ -59,7 +59,7 @@ def test_new_images_get_terms_and_old_ones_are_kept(colour_folder: Path, tmp_pat
     index_dir = tmp_path / "index"
     build_index([colour_folder], index_dir, model="test-colours")
     with sqlite3.connect(index_dir / "catalog.db") as conn:  # mark the old rows to see they are kept
-        conn.execute("update margin_terms set terms = ? where id = 0", (np.full(20, 0.5, np.float32).tobytes(),))
+        conn.execute("update margin_terms set terms = ? where id = 0", (np.full(len(MARGIN_KS), 0.5, np.float32).tobytes(),))
     write_image(colour_folder / "more" / "red9.png", COLOURS["red"], noise_seed=42)
     build_index([colour_folder], index_dir)
     terms = stored_terms(index_dir)
@@ -121,7 +121,7 @@ def test_rerank_parameters_are_checked_and_old_indexes_search_plainly(colour_fol
     engine = SearchEngine.open(index_dir)
     with pytest.raises(InvalidQuery, match="rerank must be one of"):
         engine.search("red", rerank="fancy")
-    for bad in (0, 17, 100, 2.5, True):
+    for bad in (0, 17, 100, 2.5, True, "most"):
         with pytest.raises(InvalidQuery, match="margin_k must be"):
             engine.search("red", margin_k=bad)
 

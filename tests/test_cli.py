@@ -33,7 +33,7 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
 
     result = run("info", index_dir)
     assert result.exit_code == 0 and "test-colours" in result.output and "images: 8" in result.output
-    assert "rerank: distance, margin_k 256" in result.output and "query bank: " in result.output
+    assert "rerank: distance, margin_k all" in result.output and "query bank: " in result.output
     assert json.loads(run("info", index_dir, "--json").output)["catalog_images"] == 8
 
 

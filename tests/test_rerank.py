@@ -17,7 +17,7 @@ COS = np.array([[0.9, 0.8, 0.5]])
 IDS = np.array([[10, 11, 12]])
 BANK_TOP = np.array([[0.9, 0.7, 0.1], [0.5, 0.3, 0.1], [0.2, 0.2, 0.0]])
 # k = 2: r(q) = (0.9 + 0.8) / 2 = 0.85; r(y) = 0.8, 0.4, 0.2; so (r(q) + r(y)) / 2 = 0.825, 0.625, 0.525
-R_Y = rr.term_ladder(BANK_TOP)[:, rr.ladder_column(2)][None, :]
+R_Y = rr.term_ladder(BANK_TOP, BANK_TOP.mean(axis=1))[:, rr.ladder_column(2)][None, :]
 EXPECTED = {
     "margin": ([11, 10, 12], [0.8 / 0.625, 0.9 / 0.825, 0.5 / 0.525]),
     "distance": ([11, 10, 12], [0.8 - 0.625, 0.9 - 0.825, 0.5 - 0.525]),
@@ -40,14 +40,17 @@ def test_terms_use_the_k_best_and_skip_missing_candidates():
     cos = np.array([[0.2, 0.9, -np.inf, 0.4], [-np.inf, -np.inf, -np.inf, -np.inf]])
     assert rr.query_terms(cos, 2).tolist() == pytest.approx([0.65, 0.0])
     assert rr.query_terms(cos, 10).tolist() == pytest.approx([0.5, 0.0])  # fewer than k: the ones there
-    ladder = rr.term_ladder(BANK_TOP)
+    ladder = rr.term_ladder(BANK_TOP, np.array([0.3, 0.2, 0.1]))
     assert ladder.shape == (3, len(rr.MARGIN_KS))
     assert ladder[:, rr.ladder_column(1)].tolist() == pytest.approx([0.9, 0.5, 0.2])
-    # k beyond what a (small) bank holds averages all of it
+    # k beyond what a (small) bank holds averages all of it; "all" is the whole-bank mean given
     assert ladder[:, rr.ladder_column(256)].tolist() == pytest.approx([1.7 / 3, 0.9 / 3, 0.4 / 3])
-    for bad in (0, 17, 100, 2.5, True):
+    assert ladder[:, rr.ladder_column("all")].tolist() == pytest.approx([0.3, 0.2, 0.1])
+    for bad in (0, 17, 100, 2.5, True, "ALL", None):
         with pytest.raises(ValueError):
             rr.ladder_column(bad)
+    # with k = "all" the query side averages every candidate there is
+    assert rr.query_terms(np.array([[0.9, 0.3, -np.inf]]), "all").tolist() == pytest.approx([0.6])
 
 
 def test_missing_slots_stay_last_and_keep_only_the_best():
@@ -126,7 +129,7 @@ def test_planted_hub_tops_every_cosine_list_but_no_margin_list(hub_index: Path):
 
 def test_margin_k_is_a_per_call_parameter(hub_index: Path):
     engine = SearchEngine.open(hub_index)
-    for margin_k in (2, 4, 16, 64, 256):
+    for margin_k in (2, 4, 16, 64, 256, "all"):
         hits = engine.search("c5", k=2, margin_k=margin_k)
         assert Path(hits[0].path).name == "concept05.png"
     none = engine.search("c5", k=2, rerank="none")
