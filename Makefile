@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick clean serve bench-server bench-encode bench-index
+.PHONY: help install demo test test-quick eval-sample clean serve bench-server bench-encode bench-index
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,demo]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,eval]'
 	touch $@
 
 demo: install  ## Build the demo collection into data/, index it, search it in several languages
@@ -30,6 +30,12 @@ test-quick: install  ## The quick loop: everything but the slow integration test
 
 bench-index: install  ## Benchmark the index on 1,000,000 synthetic 384-d vectors (about 20 min on 2 cores)
 	$(BIN)/python benchmarks/bench_index.py
+
+SAMPLE := ../shared/data/imagenet-sample
+eval-sample: install  ## Margin reranking vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval
+	$(BIN)/babelsearch index $(SAMPLE)/images --index data/imagenet-sample-index -q
+	$(BIN)/babelsearch eval data/imagenet-sample-index --labels ../shared/data/babel-imagenet/babel_imagenet.json \
+		--truth $(SAMPLE)/labels.tsv --rerank distance,margin,none --out docs/eval --cache data/eval-cache -q
 
 clean:  ## Remove the demo data (not the virtual environment)
 	rm -rf data/demo-photos data/demo-index

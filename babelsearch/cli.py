@@ -10,6 +10,17 @@ import time
 import click
 
 from engine.errors import BabelsearchError
+from engine.rerank import RERANK_MODES as RERANK_CHOICES
+
+
+def _margin_k(ctx, param, value):
+    """--margin-k: a whole number or "all" (the engine checks which numbers it stores)."""
+    if value is None or value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a whole number or 'all', got {value!r}") from None
 
 
 def _domain_errors(func):
@@ -52,9 +63,11 @@ def cli() -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--query-bank", "query_bank", multiple=True, type=click.Path(dir_okay=False),
+              help="Extra query-bank file for margin reranking (one query a line); repeatable.")
 @_domain_errors
 def index(sources, index_dir, model, embeddings, metadata, shard_size, index_factory, device, retrain,
-          batch_size, workers, quiet) -> None:
+          batch_size, workers, quiet, query_bank) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
     from indexer import IndexOptions, build_index, index_embeddings
 
@@ -62,6 +75,8 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
         raise click.UsageError("give SOURCES (folders, path lists) or --embeddings VECTORS.npy, not both")
     if metadata and not embeddings:
         raise click.UsageError("--metadata goes with --embeddings")
+    if query_bank and embeddings:
+        raise click.UsageError("--query-bank needs a model to embed it; it does not go with --embeddings")
     options = IndexOptions(shard_size=shard_size, index_factory=index_factory, device=device, retrain=retrain,
                            log=lambda note: click.echo(note, err=True))
     if embeddings:
@@ -69,7 +84,7 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
                                   progress=not quiet)
     else:
         report = build_index(sources, index_dir, model=model, batch_size=batch_size, workers=workers,
-                             progress=not quiet, options=options)
+                             progress=not quiet, options=options, query_bank=list(query_bank) or None)
     for failed in report.skipped[:20]:
         click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
     if len(report.skipped) > 20:
@@ -81,19 +96,23 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
 @click.argument("index_dir", type=click.Path())
 @click.argument("query")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
+              help="Candidate reranking (default: the index's, normally distance).")
+@click.option("--margin-k", callback=_margin_k, default=None,
+              help="Neighbourhood size for reranking: 1-16, 32, 64, 128, 256 or all.")
 @click.option("--nprobe", type=click.IntRange(1), default=None,
               help="Inverted lists to scan (IVF indexes; default: the index's own).")
 @click.option("--refine-factor", type=click.IntRange(1, 100), default=None,
               help="Re-score k * this many candidates exactly (default: the index's own).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
-def search(index_dir, query, k, nprobe, refine_factor, as_json) -> None:
+def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
     from engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
-    hits = engine.search(query, k=k, nprobe=nprobe, refine_factor=refine_factor)
+    hits = engine.search(query, k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor)
     took_ms = (time.perf_counter() - started) * 1000
     if as_json:
         payload = {
@@ -129,6 +148,13 @@ def info(index_dir, as_json) -> None:
     for key in ("nprobe", "refine_factor"):
         if key in settings:
             click.echo(f"{key:>15}: {settings[key]}")
+    bank = settings.get("query_bank")
+    rerank = settings.get("rerank", {})
+    if bank:
+        sources = ", ".join((["default"] if bank.get("default") else []) + bank.get("user_sources", []))
+        click.echo(f"{'query bank':>15}: {bank.get('texts')} texts ({sources})")
+        click.echo(f"{'rerank':>15}: {rerank.get('mode')}, margin_k {rerank.get('margin_k')}, "
+                   f"{rerank.get('candidates')} candidates")
     click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
 
 
@@ -198,6 +224,77 @@ def serve(index_dir, host, port, threads) -> None:
         pass
     finally:
         server.close()
+
+
+@cli.command("eval")
+@click.argument("index_dir", type=click.Path())
+@click.option("--truth", required=True, type=click.Path(dir_okay=False),
+              help="TSV: path<TAB>class_idx (or a header with path/file and class_idx), or caption truth "
+                   "with query and path columns (optionally language).")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="JSON: language -> [[class indices], [class names]] (class truth only).")
+@click.option("--languages", default=None, help="Comma-separated languages (default: all).")
+@click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
+@click.option("--rerank", "modes", default="distance,margin,none", show_default=True,
+              help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
+@click.option("--margin-k", callback=_margin_k, default=None, help="Neighbourhood size (default: the index's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write eval.md, eval.json and a recall chart (PNG) here.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep encoded queries here, so a rerun skips encoding.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_domain_errors
+def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_dir, cache_dir, as_json, quiet) -> None:
+    """Recall@k per language on INDEX_DIR, every rerank mode side by side (Babel-ImageNet protocol)."""
+    from engine import SearchEngine
+    from engine.evaluation import evaluate, load_eval_set, write_report
+
+    try:
+        cutoffs = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {ks!r}", param_hint="--k") from None
+    eval_set = load_eval_set(truth, labels, languages.split(",") if languages else None)
+    engine = SearchEngine.open(index_dir)
+    report = evaluate(
+        engine, eval_set, ks=cutoffs, modes=[m.strip() for m in modes.split(",") if m.strip()],
+        margin_k=margin_k, cache_dir=cache_dir, progress=not quiet,
+    )
+    written = write_report(report, out_dir) if out_dir else []
+    if as_json:
+        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+    else:
+        click.echo(report.markdown())
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@cli.group()
+def bank() -> None:
+    """The query bank behind margin reranking."""
+
+
+@bank.command("update")
+@click.argument("index_dir", type=click.Path())
+@click.option("--from", "bank_files", multiple=True, type=click.Path(dir_okay=False),
+              help="User bank file (one query a line), replacing the index's user bank; repeatable.")
+@click.option("--default/--no-default", "include_default", default=None,
+              help="Include the shipped default bank (default: as before, normally yes).")
+@click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None, help="New default rerank mode.")
+@click.option("--margin-k", callback=_margin_k, default=None,
+              help="New default neighbourhood size: 1-16, 32, 64, 128, 256 or all.")
+@click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
+@_domain_errors
+def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:
+    """Recompute every image's query-bank term (images are not re-embedded)."""
+    from engine.bank import update_image_terms
+
+    chosen = {"mode": rerank, "margin_k": margin_k, "candidates": candidates}
+    report = update_image_terms(
+        index_dir, bank_files=list(bank_files) or None, include_default=include_default, recompute=True,
+        rerank_defaults={key: value for key, value in chosen.items() if value is not None},
+    )
+    click.echo(report.summary())
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""SearchEngine: text -> encoder -> candidates (shards) -> exact refine -> [rerank] -> hits."""
+"""SearchEngine: text -> encoder -> candidates (shards) -> exact refine -> margin rerank -> hits."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from . import rerank as rr
+from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
 from .errors import ImageNotFound, IncompatibleIndex, InvalidQuery
@@ -24,15 +26,23 @@ MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays b
 
 @dataclass
 class Hit:
-    """One search result: the catalog id, the image path, its score and the catalog row."""
+    """One search result: the catalog id, the image path, its final (reranked) score, its raw
+    cosine to the query, and the catalog row."""
 
     id: int
     path: str
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    cosine: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "score": round(float(self.score), 6)}
+        cosine = self.score if self.cosine is None else self.cosine
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(float(self.score), 6),
+            "cosine": round(float(cosine), 6),
+        }
 
 
 class SearchEngine:
@@ -123,7 +133,10 @@ class SearchEngine:
             vector = self._shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
-        hits = self.search_vectors(vector, k=min(k + 1, MAX_K), nprobe=nprobe, refine_factor=refine_factor)[0]
+        # image queries rank by plain cosine: the query-bank terms describe closeness to text queries
+        hits = self.search_vectors(
+            vector, k=min(k + 1, MAX_K), rerank="none", nprobe=nprobe, refine_factor=refine_factor
+        )[0]
         return [hit for hit in hits if hit.id != int(image_id)][:k]
 
     def search_image(
@@ -132,7 +145,7 @@ class SearchEngine:
         """The k images nearest to a query image (a decoded PIL image, any size or mode)."""
         _check_k(k)
         vectors = self.encoder.encode_images([image.convert("RGB")])
-        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
+        return self.search_vectors(vectors, k=k, rerank="none", nprobe=nprobe, refine_factor=refine_factor)[0]
 
     @property
     def default_nprobe(self) -> int | None:
@@ -147,14 +160,27 @@ class SearchEngine:
 
     # -- searching -------------------------------------------------------------------------------
     def search(
-        self, text: str, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+        self,
+        text: str,
+        k: int = 10,
+        rerank: str | None = None,
+        margin_k: int | str | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
     ) -> list[Hit]:
-        """The k best images for one text query, in any language (nprobe, refine_factor: see
-        search_vectors)."""
-        return self.search_many([text], k=k, nprobe=nprobe, refine_factor=refine_factor)[0]
+        """The k best images for one text query, in any language (parameters: see search_vectors)."""
+        return self.search_many(
+            [text], k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor
+        )[0]
 
     def search_many(
-        self, texts: list[str], k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+        self,
+        texts: list[str],
+        k: int = 10,
+        rerank: str | None = None,
+        margin_k: int | str | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
     ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
         _check_k(k)
@@ -163,22 +189,29 @@ class SearchEngine:
         if not texts:
             return []
         vectors = self.encoder.encode_texts(list(texts))
-        return self.search_vectors(vectors, k=k, nprobe=nprobe, refine_factor=refine_factor)
+        return self.search_vectors(
+            vectors, k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor
+        )
 
     def search_vectors(
         self,
         vectors: np.ndarray,
         k: int = 10,
+        rerank: str | None = None,
+        margin_k: int | str | None = None,
         nprobe: int | None = None,
         refine_factor: int | None = None,
     ) -> list[list[Hit]]:
         """The k best images for each query vector (already in the index's space).
 
-        ``nprobe`` (inverted lists scanned) and ``refine_factor`` (k * refine_factor candidates, at
-        most MAX_CANDIDATES, are re-scored exactly) apply to this call only; they default to the
-        manifest's settings.
+        All parameters apply to this call only; None takes the index's defaults (manifest):
+        ``rerank`` is "margin", "distance", "csls" or "none" and ``margin_k`` its neighbourhood size
+        (1-16, 32, 64, 128, 256 or "all"; see ``rerank_defaults``); ``nprobe`` is the number of
+        inverted lists scanned; ``refine_factor``: k * refine_factor candidates (at most
+        MAX_CANDIDATES) are re-scored exactly from the stored vectors.
         """
         _check_k(k)
+        mode, margin_k, rerank_pool = self._rerank_params(rerank, margin_k)
         nprobe = self.default_nprobe if nprobe is None else _check_positive("nprobe", nprobe)
         refine_factor = (
             self.default_refine_factor
@@ -188,29 +221,83 @@ class SearchEngine:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
+        pool = k if mode == "none" else max(k, rerank_pool)
         # 1. candidates: approximate scores from the shards' codes
-        n_candidates = max(k, min(k * refine_factor, MAX_CANDIDATES))
+        n_candidates = max(pool, min(pool * refine_factor, MAX_CANDIDATES))
         scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
         # 2. refine: exact scores from the stored vectors, best first
         if refine_factor > 1:
             scores, ids = self._shards.refine(vectors, ids)
-        # 3. [rerank hook: re-orders the refined candidates before the cut to k]
+        scores, ids = scores[:, :pool], ids[:, :pool]
+        cosines = scores
+        # 3. rerank the exact cosines of the pool with the margin, then cut to k
+        if mode != "none":
+            scores, ids, cosines = self._rerank_candidates(scores, ids, mode, margin_k, k)
         # 4. hits
-        return self._hits(scores[:, :k], ids[:, :k])
+        return self._hits(scores[:, :k], ids[:, :k], cosines[:, :k])
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, cosines: np.ndarray) -> list[list[Hit]]:
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())
         results: list[list[Hit]] = []
-        for row_scores, row_ids in zip(scores, ids):
+        for row_scores, row_ids, row_cosines in zip(scores, ids, cosines):
             hits = []
-            for score, image_id in zip(row_scores, row_ids):
+            for score, image_id, cosine in zip(row_scores, row_ids, row_cosines):
                 row = rows.get(int(image_id))
                 # a vector whose catalog row is gone (interrupted write, removal) is never shown
                 if image_id < 0 or row is None:
                     continue
-                hits.append(Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row))
+                hits.append(
+                    Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row, cosine=float(cosine))
+                )
             results.append(hits)
         return results
+
+    # -- rerank candidates (engine.rerank, engine.bank) -------------------------------------------
+    @property
+    def rerank_defaults(self) -> dict[str, Any]:
+        """mode, margin_k and candidates used when a call does not say; "none" without a query bank."""
+        recorded = self.manifest.settings.get(RERANK_SETTINGS, {})
+        has_bank = self._has_bank_terms
+        return {
+            "mode": recorded.get("mode", rr.DEFAULT_RERANK) if has_bank else "none",
+            "margin_k": recorded.get("margin_k", rr.DEFAULT_MARGIN_K),
+            "candidates": int(recorded.get("candidates", rr.DEFAULT_CANDIDATES)),
+        }
+
+    @property
+    def _has_bank_terms(self) -> bool:
+        # terms stored for another list of k (another babelsearch version) cannot be read as ours
+        bank = self.manifest.settings.get(BANK_SETTINGS)
+        return bool(bank) and bank.get("margin_ks") == list(rr.MARGIN_KS)
+
+    def _rerank_params(self, rerank: str | None, margin_k: int | str | None) -> tuple[str, int | str, int]:
+        defaults = self.rerank_defaults
+        mode = defaults["mode"] if rerank is None else rerank
+        if mode not in rr.RERANK_MODES:
+            raise InvalidQuery(f"rerank must be one of {', '.join(rr.RERANK_MODES)}, got {mode!r}")
+        margin_k = defaults["margin_k"] if margin_k is None else margin_k
+        try:
+            rr.check_margin_k(margin_k)
+        except ValueError:
+            raise InvalidQuery(f"margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got {margin_k!r}") from None
+        if mode != "none" and not self._has_bank_terms:
+            raise InvalidQuery(
+                f"rerank={mode!r} needs query-bank terms that {self.index_dir} lacks (built before them, "
+                f"or by another version): run `babelsearch bank update {self.index_dir}`"
+            )
+        return mode, margin_k, max(int(defaults["candidates"]), 1)
+
+    def _rerank_candidates(
+        self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int | str, k: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        unique, inverse = np.unique(ids, return_inverse=True)
+        stored = read_image_terms(self._catalog, unique[unique >= 0].tolist())
+        # an image indexed but not yet given its terms (interrupted build) counts as a typical one
+        typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_terms"], dtype=np.float32)
+        column = rr.ladder_column(margin_k)
+        table = np.array([stored.get(int(i), typical)[column] for i in unique], dtype=np.float32)
+        image_term = table[inverse.reshape(ids.shape)]
+        return rr.rerank(cosines, ids, image_term, mode, margin_k, keep=k)
 
 
 def _check_positive(name: str, value: Any, most: int | None = None) -> int:

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from engine.bank import update_image_terms
 from engine.catalog import IMAGES
 from engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
 from engine.layout import MANIFEST, check_model, read_manifest
@@ -81,8 +82,12 @@ def build_index(
     progress: bool = False,
     encoder: Encoder | None = None,
     options: IndexOptions | None = None,
+    query_bank: list[str | os.PathLike] | None = None,
 ) -> IndexReport:
-    """Make ``index_dir`` (created, or brought up to date) index every image under ``sources``."""
+    """Make ``index_dir`` (created, or brought up to date) index every image under ``sources``.
+
+    ``query_bank``: user bank files for margin reranking (None keeps the index's; see engine.bank).
+    """
     started = time.perf_counter()
     options = options or IndexOptions()
     index_dir = Path(index_dir)
@@ -104,6 +109,7 @@ def build_index(
         writer.finish()
     finally:
         writer.close()
+    update_image_terms(index_dir, encoder, bank_files=query_bank)  # margin terms of the new images
     _fill_report(report, writer, started)
     return report
 

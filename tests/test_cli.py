@@ -22,16 +22,18 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 0 and len(lines) == 3
     rank, score, path = lines[0].split(maxsplit=2)
-    assert rank == "1" and 0 < float(score) <= 1 and Path(path).name.startswith("blue")
+    assert rank == "1" and float(score) > 0 and Path(path).name.startswith("blue")
 
     result = run("search", index_dir, "yellow", "--json", "-k", "2")
     payload = json.loads(result.output)
     assert set(payload) == {"query", "k", "took_ms", "results"}
     assert payload["query"] == "yellow" and payload["k"] == 2 and payload["took_ms"] >= 0
-    assert [set(r) for r in payload["results"]] == [{"id", "path", "score"}] * 2
+    assert [set(r) for r in payload["results"]] == [{"id", "path", "score", "cosine"}] * 2
+    assert 0 < payload["results"][0]["cosine"] <= 1
 
     result = run("info", index_dir)
     assert result.exit_code == 0 and "test-colours" in result.output and "images: 8" in result.output
+    assert "rerank: distance, margin_k all" in result.output and "query bank: " in result.output
     assert json.loads(run("info", index_dir, "--json").output)["catalog_images"] == 8
 
 

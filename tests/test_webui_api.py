@@ -55,7 +55,7 @@ def test_search_has_the_cli_json_shape_plus_language_and_cosine(client, colour_i
     assert set(cli_payload) <= set(payload)
     assert {"language", "offset", "next_offset"} <= set(payload)
     assert payload["query"] == "red" and payload["k"] == 4 and payload["took_ms"] >= 0
-    assert [{k: v for k, v in hit.items() if k != "cosine"} for hit in payload["results"]] == cli_payload["results"]
+    assert payload["results"] == cli_payload["results"]
     assert all(set(hit) == {"id", "path", "score", "cosine"} for hit in payload["results"])
     assert sorted(names(payload)[:3]) == ["red0.png", "red1.png", "red2.png"]
     assert payload["language"]["code"] == "en" and payload["language"]["source"] == "model"
@@ -259,3 +259,12 @@ def test_openapi_documents_every_route(app, client):
     assert {path: set(ops) for path, ops in document["paths"].items()} == routes
     refs = re.findall(r'"#/components/(\w+)/(\w+)"', json.dumps(document))
     assert refs and all(name in document["components"][kind] for kind, name in refs)
+
+
+def test_rerank_is_passed_through_and_checked(client):
+    plain = client.get("/api/search?q=red&k=2&rerank=none").get_json()["results"]
+    assert all(hit["score"] == hit["cosine"] for hit in plain)
+    margin = client.get("/api/search?q=red&k=2&rerank=margin").get_json()["results"]
+    assert [h["id"] for h in margin] and margin[0]["score"] != margin[0]["cosine"]
+    response = client.get("/api/search?q=red&rerank=fancy")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_query"

@@ -55,7 +55,9 @@ def test_search_returns_hits(client):
     result = client.search("blue", k=3)
     assert len(result) == 3 and all(isinstance(hit, Hit) for hit in result)
     assert [Path(hit.path).name[:4] for hit in result] == ["blue"] * 3
-    assert result[0].score >= result[1].score >= result[2].score and result[0].cosine == result[0].score
+    assert result[0].score >= result[1].score >= result[2].score and 0 < result[0].cosine <= 1 + 1e-6
+    plain = client.search("blue", k=3, rerank="none")  # margin reranking off: the score is the cosine
+    assert plain[0].cosine == plain[0].score and {h.id for h in plain} == {h.id for h in result}
     assert result.language["name"] and result.took_ms >= 0 and result.next_offset == 3
     page = client.search("blue", k=3, offset=3, lang="fr")
     assert page.language["code"] == "fr" and [h.id for h in page] == [h.id for h in client.search("blue", k=6)][3:]

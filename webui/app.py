@@ -33,7 +33,7 @@ log = logging.getLogger("webui")
 
 EXTENSION = "babelsearch"
 # Options of SearchEngine.search that the API passes through when the engine's search takes them
-# (issue 4 adds rerank=; until then a rerank parameter is accepted and has no effect).
+# (rerank: margin, distance, csls or none; an unknown value is a 400 from the engine's InvalidQuery).
 SEARCH_OPTIONS = ("rerank",)
 # Query images are decoded no larger than needed: the encoders look at 224-256 pixels.
 QUERY_IMAGE_SIDE = 512
