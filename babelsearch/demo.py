@@ -26,7 +26,7 @@ SKIMAGE_PHOTOS = {
     "horse": "horse.png",
 }
 
-DEMO_QUERIES = ["Katze", "猫", "café", "ракета", "宇航员", "horloge", "monedas", "صخرة", "flower"]
+DEMO_QUERIES = ["Katze", "猫", "café", "ракета", "寺院", "fleur", "قطة", "कॉफ़ी", "cohete", "Pferd"]
 
 
 def assemble_demo_photos(target: str | Path) -> list[Path]:
