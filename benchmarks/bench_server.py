@@ -56,8 +56,10 @@ def start_server(index_dir: Path, threads: int) -> tuple[subprocess.Popen, str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 180
+    output: list[str] = []
     while time.monotonic() < deadline:
         line = process.stdout.readline()
+        output.append(line)
         if not line and process.poll() is not None:
             break
         match = re.search(r"at (http://127\.0\.0\.1:\d+)/", line)
@@ -66,7 +68,7 @@ def start_server(index_dir: Path, threads: int) -> tuple[subprocess.Popen, str]:
             threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
             return process, match.group(1)
     process.kill()
-    raise SystemExit("the server did not start")
+    raise SystemExit("the server did not start:\n" + "".join(output[-5:]))
 
 
 def plan(n: int, ids: list[int], seed: int) -> list[tuple[str, object]]:
