@@ -143,6 +143,20 @@ def write_manifest(index_dir: str | os.PathLike, manifest: Manifest) -> None:
     atomic_write_bytes(manifest_path(Path(index_dir)), text.encode("utf-8"))
 
 
+MODEL_VERSION = "model_version"  # manifest.settings key: the encoder's ``version``, where it has one
+
+
+def check_model_version(manifest: Manifest, encoder: Any, index_dir: str | os.PathLike) -> None:
+    """Refuse an encoder whose vectors differ from the index's: same model name, another recipe."""
+    have, recorded = getattr(encoder, "version", None), manifest.settings.get(MODEL_VERSION)
+    if have is not None and recorded is not None and str(have) != str(recorded):
+        raise IncompatibleIndex(
+            f"index {index_dir} holds {manifest.model} vectors of version {recorded}, but this "
+            f"babelsearch's {manifest.model} makes version {have}, which do not match them; "
+            "build a new index (another --index directory) from the same photos"
+        )
+
+
 def check_model(manifest: Manifest, model: str | None, index_dir: str | os.PathLike) -> None:
     """Refuse to mix models: vectors of two models in one index are meaningless together."""
     if model is not None and model != manifest.model:

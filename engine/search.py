@@ -15,7 +15,14 @@ from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
 from .errors import ImageNotFound, IncompatibleIndex, InvalidQuery
-from .layout import PRECOMPUTED_MODEL, Manifest, check_model, check_readable, read_manifest
+from .layout import (
+    PRECOMPUTED_MODEL,
+    Manifest,
+    check_model,
+    check_model_version,
+    check_readable,
+    read_manifest,
+)
 from .shards import ShardSet
 
 MAX_QUERY_CHARS = 1000
@@ -67,6 +74,8 @@ class SearchEngine:
             manifest = read_manifest(index_dir)
             check_readable(manifest, index_dir)
             check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
+            if encoder is not None:
+                check_model_version(manifest, encoder, index_dir)
             try:
                 shards = ShardSet.open(index_dir, manifest)
             except FileNotFoundError as exc:
@@ -86,7 +95,9 @@ class SearchEngine:
                     f"index {self.index_dir} holds precomputed vectors and no model to encode text; "
                     "search it with vectors (SearchEngine.search_vectors), or index with --model"
                 )
-            self._encoder = get_encoder(self.manifest.model)
+            encoder = get_encoder(self.manifest.model)
+            check_model_version(self.manifest, encoder, self.index_dir)
+            self._encoder = encoder
         return self._encoder
 
     @property

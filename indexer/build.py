@@ -24,7 +24,7 @@ import numpy as np
 from engine.bank import update_image_terms
 from engine.catalog import IMAGES
 from engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
-from engine.layout import MANIFEST, check_model, read_manifest
+from engine.layout import MANIFEST, MODEL_VERSION, check_model, check_model_version, read_manifest
 
 from .decode import Decoded, Failed, decode_image
 from .sources import collect_images
@@ -100,6 +100,9 @@ def build_index(
     writer = open_writer(index_dir, model, encoder.dim, options)
     report = IndexReport(index_dir=index_dir, found=len(paths))
     try:
+        check_model_version(writer.manifest, encoder, index_dir)
+        if writer.count == 0 and getattr(encoder, "version", None) is not None:
+            writer.manifest.settings[MODEL_VERSION] = str(encoder.version)
         todo, gone, changed = _compare_with_catalog(writer.db, paths, sources)
         report.unchanged = len(paths) - len(todo)
         report.changed = len(changed)

@@ -136,3 +136,32 @@ def test_stored_vectors_by_id_and_in_bulk(colour_folder: Path, tmp_path: Path):
     assert hit.id == int(ids[5]) and hit.score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(KeyError):
         shards.vectors_for_ids([999])
+
+
+def test_an_index_of_another_model_version_is_refused(colour_folder: Path, tmp_path: Path):
+    """Same model name, other vectors (a changed recipe): refused for searching and for adding."""
+    from engine.encoders import register_encoder
+
+    from .conftest import ColourEncoder
+
+    class ColourEncoderV1(ColourEncoder):
+        version = "1"
+
+    class ColourEncoderV2(ColourEncoder):
+        version = "2"
+
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, encoder=ColourEncoderV1())
+    assert json.loads((index_dir / "manifest.json").read_text())["settings"]["model_version"] == "1"
+    assert len(SearchEngine.open(index_dir, encoder=ColourEncoderV1()).search("red", k=2)) == 2
+    with pytest.raises(IncompatibleIndex, match="version 1, but this babelsearch's test-colours makes version 2"):
+        SearchEngine.open(index_dir, encoder=ColourEncoderV2())
+    with pytest.raises(IncompatibleIndex, match="build a new index"):
+        build_index([colour_folder], index_dir, encoder=ColourEncoderV2())
+    register_encoder("test-colours", lambda spec: ColourEncoderV2())
+    try:
+        with pytest.raises(IncompatibleIndex, match="makes version 2"):
+            SearchEngine.open(index_dir).search("red")
+    finally:
+        register_encoder("test-colours", lambda spec: ColourEncoder())
+    assert SearchEngine.open(index_dir, encoder=ColourEncoderV1()).count == 8  # nothing was lost

@@ -60,6 +60,9 @@ class BabelLiteEncoder:
     """ConSE over EfficientNet-Lite0 and multilingual-e5-small; 384-d, cosine metric."""
 
     name = "babel-lite"
+    # Recorded in each index's manifest; bump it whenever the vectors change (recipe, class texts),
+    # so an index of older vectors is refused instead of silently mis-ranked.
+    version = "2"
     dim = 384
     # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
     preprocess_short_side = IMAGE_SHORT_SIDE
