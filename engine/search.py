@@ -234,7 +234,8 @@ class SearchEngine:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
         pool = k if mode == "none" else max(k, rerank_pool)
         # 1. candidates: approximate scores from the shards' codes
-        n_candidates = max(pool, min(pool * refine_factor, MAX_CANDIDATES))
+        # refine covers k * refine_factor candidates, and at least the whole rerank pool
+        n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
         scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
         # 2. refine: exact scores from the stored vectors, best first
         if refine_factor > 1:

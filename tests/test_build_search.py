@@ -165,3 +165,23 @@ def test_an_index_of_another_model_version_is_refused(colour_folder: Path, tmp_p
     finally:
         register_encoder("test-colours", lambda spec: ColourEncoder())
     assert SearchEngine.open(index_dir, encoder=ColourEncoderV1()).count == 8  # nothing was lost
+
+
+def test_refine_covers_k_times_the_factor_and_the_rerank_pool(colour_folder: Path, tmp_path: Path, monkeypatch):
+    from engine.shards import ShardSet
+
+    build_index([colour_folder], tmp_path / "index", model="test-colours")
+    engine = SearchEngine.open(tmp_path / "index")
+    asked = []
+    original = ShardSet.candidates
+
+    def spy(self, vectors, n, **kwargs):
+        asked.append(n)
+        return original(self, vectors, n, **kwargs)
+
+    monkeypatch.setattr(ShardSet, "candidates", spy)
+    engine.search("red", k=10, rerank="none", refine_factor=5)
+    engine.search("red", k=10, rerank="distance", refine_factor=5)
+    engine.search("red", k=100, rerank="distance", refine_factor=5)
+    pool = engine.rerank_defaults["candidates"]
+    assert asked == [50, max(pool, 50), max(pool, 500)]
