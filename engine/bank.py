@@ -219,9 +219,11 @@ def update_image_terms(
     try:
         ensure_terms_table(db)
         shards = ShardSet.open(index_dir, manifest)
-        if report.recomputed_all:
-            with db.conn:
+        with db.conn:
+            if report.recomputed_all:
                 db.execute(f"delete from {TERMS_TABLE}")
+            else:  # images removed or replaced since: their terms would skew the typical row
+                db.execute(f"delete from {TERMS_TABLE} where id not in (select id from {IMAGES})")
         missing = [
             row[0]
             for row in db.execute(f"select id from {IMAGES} where id not in (select id from {TERMS_TABLE})")

@@ -156,3 +156,23 @@ def test_a_catalog_row_without_a_vector_does_not_stop_the_update(colour_folder: 
     report = update_image_terms(index_dir)
     assert report.updated == 1 and not report.recomputed_all
     assert sorted(stored_terms(index_dir)) == list(range(8))
+
+
+def test_terms_of_removed_and_replaced_images_are_dropped(colour_folder, tmp_path):
+    import sqlite3
+
+    from indexer import build_index
+
+    from .conftest import COLOURS, write_image
+
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    (colour_folder / "red0.jpg").unlink()
+    changed = next(colour_folder.glob("nested/green1.*"))
+    write_image(changed, COLOURS["blue"], size=(70, 50), noise_seed=77)  # new content, same path
+    report = build_index([colour_folder], index_dir)
+    assert report.removed == 1 and report.changed == 1
+    with sqlite3.connect(index_dir / "catalog.db") as conn:
+        images = {row[0] for row in conn.execute("select id from images")}
+        with_terms = {row[0] for row in conn.execute("select id from margin_terms")}
+    assert len(images) == 7 and with_terms == images
