@@ -107,7 +107,12 @@ def vectors_key(encoder: Encoder, texts: list[str]) -> str:
     if known is None or known[0] is not encoder:
         probe = np.round(np.asarray(encoder.encode_texts(["A photo of a Dog.", "猫"]), dtype=np.float64), 3)
         known = _fingerprints[id(encoder)] = (encoder, hashlib.sha256(probe.tobytes()).hexdigest()[:16])
-    return bank_key(f"{encoder.name}|{known[1]}", texts)
+    return bank_key(f"{encoder.name}|{known[1]}|{text_revision(encoder)}", texts)
+
+
+def text_revision(encoder: Encoder) -> str:
+    """An encoder's own note of what else shapes its text vectors (babel-lite: its glossary), or ""."""
+    return str(getattr(encoder, "text_revision", ""))
 
 
 # id(encoder) -> (encoder, fingerprint); holding the encoder keeps its id from being reused
@@ -211,7 +216,9 @@ def update_image_terms(
         raise SourceError(f"a query bank needs at least {MIN_BANK_TEXTS} distinct texts, this one has {len(texts)}")
 
     vectors = _bank_vectors(index_dir, encoder, default_texts, user_texts)
-    key = bank_key(manifest.model, texts)
+    # a change in how the encoder reads text (a new glossary) changes the bank's vectors: redo the terms
+    revision = text_revision(encoder)
+    key = bank_key(f"{manifest.model}|{revision}" if revision else manifest.model, texts)
     report = BankReport(texts=len(texts), sources=(["default"] if include_default else []) + user_sources)
     report.recomputed_all = recompute or recorded.get("sha256") != key
 

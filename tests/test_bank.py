@@ -176,3 +176,19 @@ def test_terms_of_removed_and_replaced_images_are_dropped(colour_folder, tmp_pat
         images = {row[0] for row in conn.execute("select id from images")}
         with_terms = {row[0] for row in conn.execute("select id from margin_terms")}
     assert len(images) == 7 and with_terms == images
+
+
+def test_a_change_in_how_the_encoder_reads_text_redoes_the_terms(colour_folder: Path, tmp_path: Path):
+    """babel-lite's glossary can change with an upgrade; the bank vectors then change, so must the terms."""
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+
+    class Reread(ColourEncoder):
+        text_revision = "glossary 2"
+
+    assert not update_image_terms(index_dir, encoder=ColourEncoder()).recomputed_all  # same reading: kept
+    report = update_image_terms(index_dir, encoder=Reread())
+    assert report.recomputed_all and report.updated == 8
+    assert not update_image_terms(index_dir, encoder=Reread()).recomputed_all  # recorded: kept next time
+    bank_files = sorted(p.name for p in (index_dir / "bank").glob("default-*.npy"))
+    assert len(bank_files) == 1  # the vectors of the old reading are not kept beside the new ones

