@@ -18,13 +18,13 @@ import functools
 import gzip
 import hashlib
 import marshal
-import os
 import re
 import warnings
 from importlib import metadata, resources
 from pathlib import Path
 
 from .cache import user_cache_dir
+from .layout import atomic_write_bytes
 
 # Unified ideographs, extension A and the compatibility block: the characters CC-CEDICT's headwords use.
 _HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
@@ -91,10 +91,7 @@ def dictionary() -> dict[str, tuple[str, ...]]:
     with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
         table = parse_cedict(lines)
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-        partial.write_bytes(marshal.dumps(table))
-        os.replace(partial, cached)
+        atomic_write_bytes(cached, marshal.dumps(table))
     except OSError:
         pass  # a read-only cache only costs the second of parsing next time
     return table

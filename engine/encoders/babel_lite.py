@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
+import io
 import unicodedata
 from importlib import resources
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import glossary
 from ..cache import user_cache_dir
+from ..layout import atomic_write_bytes
 from . import normalize_rows
 
 IMAGE_SHORT_SIDE = 256
@@ -57,6 +58,12 @@ def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...])
     sums = np.zeros((len(lemmas), vectors.shape[1]))
     np.add.at(sums, np.asarray(owner), vectors)
     return normalize_rows(sums)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 class BabelLiteEncoder:
@@ -135,10 +142,7 @@ class BabelLiteEncoder:
             "image_mean": classes.mean(axis=0).astype(np.float32),
             "query_mean": query_side.mean(axis=0).astype(np.float32),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(tmp, **space)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, _npz_bytes(space))
         return space
 
     @property
