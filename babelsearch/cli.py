@@ -9,8 +9,8 @@ import time
 
 import click
 
-from engine.errors import BabelsearchError
-from engine.rerank import RERANK_MODES as RERANK_CHOICES
+from babelsearch.engine.errors import BabelsearchError
+from babelsearch.engine.rerank import RERANK_MODES as RERANK_CHOICES
 
 
 def _margin_k(ctx, param, value):
@@ -69,7 +69,7 @@ def cli() -> None:
 def index(sources, index_dir, model, embeddings, metadata, shard_size, index_factory, device, retrain,
           batch_size, workers, quiet, query_bank) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
-    from indexer import IndexOptions, build_index, index_embeddings
+    from babelsearch.indexer import IndexOptions, build_index, index_embeddings
 
     if bool(sources) == bool(embeddings):
         raise click.UsageError("give SOURCES (folders, path lists) or --embeddings VECTORS.npy, not both")
@@ -108,7 +108,7 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
 @_domain_errors
 def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
-    from engine import SearchEngine
+    from babelsearch.engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
@@ -135,7 +135,7 @@ def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json
 @_domain_errors
 def info(index_dir, as_json) -> None:
     """Show an index's manifest and counts."""
-    from engine import SearchEngine
+    from babelsearch.engine import SearchEngine
 
     details = SearchEngine.open(index_dir).info()
     if as_json:
@@ -167,8 +167,8 @@ def demo(data_dir, k) -> None:
     """Build the demo collection, index it, and search it in several languages."""
     from pathlib import Path
 
-    from engine import SearchEngine
-    from indexer import build_index
+    from babelsearch.engine import SearchEngine
+    from babelsearch.indexer import build_index
 
     from .demo import DEMO_QUERIES, assemble_demo_photos
 
@@ -198,9 +198,9 @@ def serve(index_dir, host, port, threads) -> None:
     """Serve INDEX_DIR: a search page in the browser, a JSON API under /api (waitress)."""
     from waitress import create_server
 
-    from engine import SearchEngine
-    from webui import create_app
-    from webui.app import warm_up
+    from babelsearch.engine import SearchEngine
+    from babelsearch.webui import create_app
+    from babelsearch.webui.app import warm_up
 
     engine = SearchEngine.open(index_dir)
     app = create_app({"INDEX_DIR": index_dir, "ENGINE": engine})
@@ -247,8 +247,8 @@ def serve(index_dir, host, port, threads) -> None:
 @_domain_errors
 def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_dir, cache_dir, as_json, quiet) -> None:
     """Recall@k per language on INDEX_DIR, every rerank mode side by side (Babel-ImageNet protocol)."""
-    from engine import SearchEngine
-    from engine.evaluation import evaluate, load_eval_set, write_report
+    from babelsearch.engine import SearchEngine
+    from babelsearch.engine.evaluation import evaluate, load_eval_set, write_report
 
     try:
         cutoffs = [int(k) for k in ks.split(",") if k.strip()]
@@ -287,7 +287,7 @@ def bank() -> None:
 @_domain_errors
 def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:
     """Recompute every image's query-bank term (images are not re-embedded)."""
-    from engine.bank import update_image_terms
+    from babelsearch.engine.bank import update_image_terms
 
     chosen = {"mode": rerank, "margin_k": margin_k, "candidates": candidates}
     report = update_image_terms(

@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.encoders.babel_lite import BabelLiteEncoder  # noqa: E402
-from indexer import build_index, collect_images  # noqa: E402
-from indexer.decode import Decoded, decode_image  # noqa: E402
+from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder  # noqa: E402
+from babelsearch.indexer import build_index, collect_images  # noqa: E402
+from babelsearch.indexer.decode import Decoded, decode_image  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-sample" / "images"
 QUERIES = [
@@ -79,7 +79,7 @@ class DecodeWaits:
         self.seconds = 0.0
 
     def __enter__(self):
-        from indexer import build
+        from babelsearch.indexer import build
 
         self._module, self._original = build, build._decode_all
 
@@ -180,7 +180,7 @@ def main() -> int:
         rows.append(row("end to end, `babelsearch index` (fresh process)", report.indexed, t,
                         "imports + model load included"))
         # what the very first run on a machine pays once (the export is then cached)
-        export = f"from pathlib import Path; from engine.encoders.image_runtime import export_onnx; export_onnx(Path({str(Path(tmp) / 'x.onnx')!r}))"
+        export = f"from pathlib import Path; from babelsearch.engine.encoders.image_runtime import export_onnx; export_onnx(Path({str(Path(tmp) / 'x.onnx')!r}))"
         with Timer() as export_time:
             subprocess.run([sys.executable, "-c", export], cwd=ROOT, check=True)
 

@@ -100,7 +100,7 @@ def anon():
         if line.startswith('RssAnon:'):
             return int(line.split()[1]) * 1024
 import faiss, numpy, sqlite_utils
-from engine import SearchEngine
+from babelsearch.engine import SearchEngine
 before = anon()
 loaded = {load}
 print(anon() - before)
@@ -133,9 +133,9 @@ def main() -> None:
 
     import faiss
 
-    from engine import SearchEngine
-    from indexer import IndexOptions, index_embeddings
-    from indexer.factory import train_points
+    from babelsearch.engine import SearchEngine
+    from babelsearch.indexer import IndexOptions, index_embeddings
+    from babelsearch.indexer.factory import train_points
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-index-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webui.client import Client  # noqa: E402
+from babelsearch.webui.client import Client  # noqa: E402
 
 QUERIES = [
     "Katze", "猫", "café", "ракета", "宇航员", "horloge", "monedas", "صخرة", "flower", "ein Hund im Schnee",
@@ -41,7 +41,7 @@ def ensure_demo_index(data_dir: Path) -> Path:
     index_dir = data_dir / "demo-index"
     if not (index_dir / "manifest.json").exists():
         from babelsearch.demo import assemble_demo_photos
-        from indexer import build_index
+        from babelsearch.indexer import build_index
 
         photos = data_dir / "demo-photos"
         assemble_demo_photos(photos)

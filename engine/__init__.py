@@ -1,5 +1,11 @@
 """babelsearch's query layer: encoders, the index layout, and the SearchEngine."""
 
+if __name__ != "babelsearch.engine":  # the checkout's engine/ folder imported as a top-level package
+    raise ImportError(
+        "babelsearch's packages are installed under one name: import babelsearch.engine "
+        "(and install the project, e.g. `pip install -e .`), not engine"
+    )
+
 from .encoders import DEFAULT_MODEL, Encoder, available_models, get_encoder, register_encoder
 from .errors import (
     BabelsearchError,

@@ -79,7 +79,7 @@ def parse_bank_text(text: str) -> list[str]:
 
 def default_bank_texts() -> list[str]:
     """The shipped default bank (class lemmas, prompt shapes, everyday concepts in 15 languages)."""
-    return parse_bank_text(resources.files("engine").joinpath("resources/query_bank.txt").read_text("utf-8"))
+    return parse_bank_text(resources.files("babelsearch.engine").joinpath("resources/query_bank.txt").read_text("utf-8"))
 
 
 def read_bank_files(paths: Iterable[str | os.PathLike]) -> list[str]:

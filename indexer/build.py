@@ -21,10 +21,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from engine.bank import update_image_terms
-from engine.catalog import IMAGES
-from engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
-from engine.layout import MANIFEST, MODEL_VERSION, check_model, check_model_version, read_manifest
+from babelsearch.engine.bank import update_image_terms
+from babelsearch.engine.catalog import IMAGES
+from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
+from babelsearch.engine.layout import MANIFEST, MODEL_VERSION, check_model, check_model_version, read_manifest
 
 from .decode import Decoded, Failed, decode_image
 from .sources import collect_images

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.images import MAX_PIXELS
-from engine.images import to_rgb as _to_rgb
+from babelsearch.engine.images import MAX_PIXELS
+from babelsearch.engine.images import to_rgb as _to_rgb
 
 
 @dataclass

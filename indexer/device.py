@@ -12,8 +12,8 @@ import functools
 
 import numpy as np
 
-from engine.errors import InvalidSetting
-from engine.shards import is_ivf
+from babelsearch.engine.errors import InvalidSetting
+from babelsearch.engine.shards import is_ivf
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.catalog import IMAGES
-from engine.errors import SourceError
-from engine.layout import MANIFEST, PRECOMPUTED_MODEL, check_model, read_manifest
+from babelsearch.engine.catalog import IMAGES
+from babelsearch.engine.errors import SourceError
+from babelsearch.engine.layout import MANIFEST, PRECOMPUTED_MODEL, check_model, read_manifest
 
 from .build import IndexOptions, IndexReport, _fill_report, _progress_bar, open_writer
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import re
 
-from engine.errors import InvalidSetting
-from engine.shards import is_ivf
+from babelsearch.engine.errors import InvalidSetting
+from babelsearch.engine.shards import is_ivf
 
 FLAT = "Flat"
 MIN_POINTS_PER_CENTROID = 39  # faiss' k-means warns below this many training points per centroid

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from engine.errors import SourceError
+from babelsearch.engine.errors import SourceError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".lst"})

@@ -26,9 +26,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from engine.catalog import IMAGES, ensure_schema, open_catalog
-from engine.errors import IncompatibleIndex, IndexBusy
-from engine.layout import (
+from babelsearch.engine.catalog import IMAGES, ensure_schema, open_catalog
+from babelsearch.engine.errors import IncompatibleIndex, IndexBusy
+from babelsearch.engine.layout import (
     CATALOG,
     FORMAT_VERSION,
     MANIFEST,
@@ -42,7 +42,7 @@ from engine.layout import (
     read_manifest,
     write_manifest,
 )
-from engine.shards import RefineStore
+from babelsearch.engine.shards import RefineStore
 
 from . import device as devices
 from .factory import (
@@ -609,7 +609,7 @@ def _insert_rows(db, rows: list[dict]) -> None:
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:
-    from engine.encoders import normalize_rows
+    from babelsearch.engine.encoders import normalize_rows
 
     return normalize_rows(np.asarray(vectors, dtype=np.float32))
 

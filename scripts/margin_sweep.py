@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import SearchEngine  # noqa: E402
-from engine.evaluation import evaluate, load_eval_set  # noqa: E402
+from babelsearch.engine import SearchEngine  # noqa: E402
+from babelsearch.engine.evaluation import evaluate, load_eval_set  # noqa: E402
 
 KS = (4, 8, 16, 32, 64, 128, 256, "all")
 

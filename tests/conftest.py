@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.encoders import normalize_rows, register_encoder
+from babelsearch.engine.encoders import normalize_rows, register_encoder
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SHARED_SAMPLE = SHARED / "data" / "imagenet-sample"
@@ -67,7 +67,7 @@ def colour_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def babel_lite():
-    from engine import get_encoder
+    from babelsearch.engine import get_encoder
 
     return get_encoder("babel-lite")
 
@@ -77,7 +77,7 @@ def shared_sample_index(tmp_path_factory) -> Path:
     """The 1000-photo shared sample indexed once with babel-lite (about two minutes on 2 cores)."""
     if not (SHARED_SAMPLE / "labels.tsv").exists():
         pytest.skip("../shared/data/imagenet-sample is not present")
-    from indexer import build_index
+    from babelsearch.indexer import build_index
 
     index_dir = tmp_path_factory.mktemp("imagenet-sample") / "index"
     build_index([SHARED_SAMPLE / "images"], index_dir, model="babel-lite", batch_size=32)
@@ -108,7 +108,7 @@ def recall(found: list[list[int]], truth: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def colour_index(tmp_path_factory) -> Path:
     """A test-colours index of twelve photos, three of each colour, built once (for web and API tests)."""
-    from indexer import build_index
+    from babelsearch.indexer import build_index
 
     root = tmp_path_factory.mktemp("colour-index")
     seed = 0

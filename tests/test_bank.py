@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine import InvalidQuery, SearchEngine, SourceError
-from engine.bank import default_bank_texts, read_image_terms, update_image_terms
-from engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MARGIN_KS
-from engine.layout import read_manifest, write_manifest
-from engine.shards import ShardSet
-from indexer import build_index
+from babelsearch.engine import InvalidQuery, SearchEngine, SourceError
+from babelsearch.engine.bank import default_bank_texts, read_image_terms, update_image_terms
+from babelsearch.engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MARGIN_KS
+from babelsearch.engine.layout import read_manifest, write_manifest
+from babelsearch.engine.shards import ShardSet
+from babelsearch.indexer import build_index
 
 from .conftest import COLOURS, ColourEncoder, write_image
 
@@ -161,7 +161,7 @@ def test_a_catalog_row_without_a_vector_does_not_stop_the_update(colour_folder: 
 def test_terms_of_removed_and_replaced_images_are_dropped(colour_folder, tmp_path):
     import sqlite3
 
-    from indexer import build_index
+    from babelsearch.indexer import build_index
 
     from .conftest import COLOURS, write_image
 

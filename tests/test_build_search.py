@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import IncompatibleIndex, IndexNotFound, InvalidQuery, SearchEngine
-from engine.layout import read_manifest
-from indexer import build_index
+from babelsearch.engine import IncompatibleIndex, IndexNotFound, InvalidQuery, SearchEngine
+from babelsearch.engine.layout import read_manifest
+from babelsearch.indexer import build_index
 
 from .conftest import COLOURS, write_image
 
@@ -121,7 +121,7 @@ def test_vectors_without_catalog_rows_are_never_shown_and_get_dropped(colour_fol
 
 
 def test_stored_vectors_by_id_and_in_bulk(colour_folder: Path, tmp_path: Path):
-    from engine.shards import ShardSet
+    from babelsearch.engine.shards import ShardSet
 
     build_index([colour_folder], tmp_path / "index", model="test-colours", batch_size=3)
     engine = SearchEngine.open(tmp_path / "index")
@@ -140,7 +140,7 @@ def test_stored_vectors_by_id_and_in_bulk(colour_folder: Path, tmp_path: Path):
 
 def test_an_index_of_another_model_version_is_refused(colour_folder: Path, tmp_path: Path):
     """Same model name, other vectors (a changed recipe): refused for searching and for adding."""
-    from engine.encoders import register_encoder
+    from babelsearch.engine.encoders import register_encoder
 
     from .conftest import ColourEncoder
 
@@ -168,7 +168,7 @@ def test_an_index_of_another_model_version_is_refused(colour_folder: Path, tmp_p
 
 
 def test_refine_covers_k_times_the_factor_and_the_rerank_pool(colour_folder: Path, tmp_path: Path, monkeypatch):
-    from engine.shards import ShardSet
+    from babelsearch.engine.shards import ShardSet
 
     build_index([colour_folder], tmp_path / "index", model="test-colours")
     engine = SearchEngine.open(tmp_path / "index")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import Encoder, UnknownModel, get_encoder
-from engine.encoders.babel_lite import BabelLiteEncoder, load_class_lemmas, normalize_query_text
+from babelsearch.engine import Encoder, UnknownModel, get_encoder
+from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder, load_class_lemmas, normalize_query_text
 
 
 def test_unknown_model_spec_names_the_available_ones():

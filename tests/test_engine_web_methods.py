@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import ImageNotFound, InvalidQuery, SearchEngine
-from engine.language import detect_language, given_language
+from babelsearch.engine import ImageNotFound, InvalidQuery, SearchEngine
+from babelsearch.engine.language import detect_language, given_language
 
 from .conftest import COLOURS
 

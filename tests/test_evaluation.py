@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine import SearchEngine
-from engine.evaluation import EvaluationError, evaluate, load_eval_set
-from indexer import build_index
+from babelsearch.engine import SearchEngine
+from babelsearch.engine.evaluation import EvaluationError, evaluate, load_eval_set
+from babelsearch.indexer import build_index
 
 CLASSES = ["red", "green", "blue", "yellow"]
 # The colour model knows English colour names only; every "DE" name encodes to the same grey query,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine import glossary
-from engine.encoders.babel_lite import BabelLiteEncoder
+from babelsearch.engine import glossary
+from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder
 
 SAMPLE_LINES = [
     "# CC-CEDICT header line",

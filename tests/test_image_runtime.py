@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.encoders import image_runtime
-from engine.encoders.babel_lite import BabelLiteEncoder
-from engine.encoders.e5_runtime import load_e5
-from engine.encoders.image_runtime import ImageBackendUnavailable, load_image_tower, onnx_cache_path
+from babelsearch.engine.encoders import image_runtime
+from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder
+from babelsearch.engine.encoders.e5_runtime import load_e5
+from babelsearch.engine.encoders.image_runtime import ImageBackendUnavailable, load_image_tower, onnx_cache_path
 
 from .conftest import SHARED_SAMPLE
 
@@ -94,7 +94,7 @@ def test_e5_openmp_settings_apply_only_while_loading(monkeypatch):
 
 
 def test_decoding_runs_two_batches_ahead_of_the_model(monkeypatch, tmp_path: Path):
-    from indexer import build
+    from babelsearch.indexer import build
 
     started = []
     lock = threading.Lock()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine import SearchEngine
+from babelsearch.engine import SearchEngine
 
 from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
 

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine import SearchEngine
-from engine.layout import read_manifest
-from engine.shards import ShardSet
-from indexer import IndexOptions, build_index
-from indexer.writer import DEBUG_KILL_ENV
+from babelsearch.engine import SearchEngine
+from babelsearch.engine.layout import read_manifest
+from babelsearch.engine.shards import ShardSet
+from babelsearch.indexer import IndexOptions, build_index
+from babelsearch.indexer.writer import DEBUG_KILL_ENV
 
 from .conftest import COLOURS, clustered_vectors, exact_top_k, recall, write_image
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import IncompatibleIndex, IndexBusy, InvalidQuery, InvalidSetting, SearchEngine
-from engine.layout import read_manifest
-from engine.shards import ShardSet
-from indexer import IndexOptions, index_embeddings
-from indexer.factory import choose_factory, nlist_for, pq_m_for
-from indexer.writer import IndexWriter
+from babelsearch.engine import IncompatibleIndex, IndexBusy, InvalidQuery, InvalidSetting, SearchEngine
+from babelsearch.engine.layout import read_manifest
+from babelsearch.engine.shards import ShardSet
+from babelsearch.indexer import IndexOptions, index_embeddings
+from babelsearch.indexer.factory import choose_factory, nlist_for, pq_m_for
+from babelsearch.indexer.writer import IndexWriter
 
 from .conftest import clustered_vectors, exact_top_k, recall
 
@@ -159,7 +159,7 @@ def test_metadata_gives_ids_and_paths(tmp_path: Path):
     with pytest.raises(InvalidQuery, match="precomputed vectors"):
         engine.search("a text query needs a model")
     (tmp_path / "bad.csv").write_text("id\n1\n1\n")
-    from engine import SourceError
+    from babelsearch.engine import SourceError
 
     with pytest.raises(SourceError, match="rows"):
         index_embeddings(tmp_path / "v.npy", tmp_path / "index", metadata=tmp_path / "bad.csv")
@@ -197,7 +197,7 @@ def test_a_second_writer_is_refused_while_one_runs(ivf_index: Path, vectors):
 def test_format_1_is_refused_for_search_and_upgraded_by_indexing(tmp_path: Path):
     import faiss
 
-    from engine.catalog import ensure_schema, open_catalog
+    from babelsearch.engine.catalog import ensure_schema, open_catalog
 
     x = clustered_vectors(30, dim=8, seed=5)
     index_dir = tmp_path / "old"
@@ -224,7 +224,7 @@ def test_format_1_is_refused_for_search_and_upgraded_by_indexing(tmp_path: Path)
 
 
 def test_images_train_mid_run_and_earlier_flat_shards_are_converted(colour_folder: Path, tmp_path: Path):
-    from indexer import build_index
+    from babelsearch.indexer import build_index
 
     from .conftest import COLOURS
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import SearchEngine
-from engine.evaluation import evaluate, load_eval_set
+from babelsearch.engine import SearchEngine
+from babelsearch.engine.evaluation import evaluate, load_eval_set
 
 from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import SearchEngine
-from engine import rerank as rr
-from engine.encoders import normalize_rows, register_encoder
-from indexer import build_index
+from babelsearch.engine import SearchEngine
+from babelsearch.engine import rerank as rr
+from babelsearch.engine.encoders import normalize_rows, register_encoder
+from babelsearch.indexer import build_index
 
 from .conftest import write_image
 

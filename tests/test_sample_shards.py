@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from babelsearch.cli import cli
-from engine import SearchEngine
-from engine.layout import read_manifest
+from babelsearch.engine import SearchEngine
+from babelsearch.engine.layout import read_manifest
 
 from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
 

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import SourceError
-from indexer import collect_images
-from indexer.decode import Decoded, Failed, decode_image
+from babelsearch.engine import SourceError
+from babelsearch.indexer import collect_images
+from babelsearch.indexer.decode import Decoded, Failed, decode_image
 
 from .conftest import write_image
 

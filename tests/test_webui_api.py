@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from babelsearch.cli import cli
-from engine import SearchEngine
-from indexer import build_index
-from webui import create_app
+from babelsearch.engine import SearchEngine
+from babelsearch.indexer import build_index
+from babelsearch.webui import create_app
 
 from .conftest import COLOURS, write_image
 
@@ -121,7 +121,7 @@ def test_image_upload_errors(client, app, monkeypatch):
     assert_error(post({"image": (io.BytesIO(b"not an image at all"), "junk.jpg")}), 400, "invalid_image")
     assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "q.png"), "k": "0"}), 400, "bad_parameter")
     # decompression-bomb guard: more pixels than allowed is refused before decoding
-    monkeypatch.setattr("engine.images.MAX_PIXELS", 100)
+    monkeypatch.setattr("babelsearch.engine.images.MAX_PIXELS", 100)
     assert_error(post({"image": (io.BytesIO(png_bytes((1, 2, 3))), "big.png")}), 400, "invalid_image", "too large")
 
 
@@ -160,7 +160,7 @@ def test_thumbnails_are_made_once_and_cached_next_to_the_index(client, colour_in
     cached = list((colour_index / ".thumbs").glob("5-*-256.jpg"))
     assert len(cached) == 1 and cached[0].read_bytes() == response.data
     # a second request is served from the cache, without decoding the image again
-    monkeypatch.setattr("webui.thumbs.render_thumbnail", lambda *a: pytest.fail("not cached"))
+    monkeypatch.setattr("babelsearch.webui.thumbs.render_thumbnail", lambda *a: pytest.fail("not cached"))
     again = client.get("/images/5/thumb")
     assert again.data == response.data
     assert client.get("/images/5/thumb", headers={"If-None-Match": again.headers["ETag"]}).status_code == 304

@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     import skimage.data
     from PIL import Image
 
-    from indexer import build_index
+    from babelsearch.indexer import build_index
 
     root = tmp_path_factory.mktemp("browser")
     (root / "photos").mkdir()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from webui import create_app
-from webui.client import (
+from babelsearch.webui import create_app
+from babelsearch.webui.client import (
     BadRequest,
     Client,
     ConnectionFailed,
@@ -128,9 +128,11 @@ def test_connection_refused_and_timeouts():
 
 def test_importing_the_client_stays_light():
     code = (
-        "import sys, webui.client\n"
-        "heavy = {'torch', 'faiss', 'numpy', 'flask', 'werkzeug', 'PIL', 'engine', 'sqlite_utils'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+        "import sys, babelsearch.webui.client\n"
+        "heavy = {'torch', 'faiss', 'numpy', 'flask', 'werkzeug', 'PIL', 'sqlite_utils',\n"
+        "         'babelsearch.engine.search', 'babelsearch.indexer'}\n"
+        "loaded = {m.split('.')[0] for m in sys.modules} | set(sys.modules)\n"
+        "print(sorted(heavy & loaded))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

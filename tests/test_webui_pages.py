@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from webui import create_app
+from babelsearch.webui import create_app
 
 from .conftest import COLOURS
 

@@ -1,13 +1,20 @@
 """Web UI, JSON API and Python client, built on engine's public API.
 
-    from webui import create_app       # the Flask app factory (Flask is imported only when called)
-    from webui.client import Client    # the HTTP client: standard library only
+    from babelsearch.webui import create_app       # the Flask app factory (Flask is imported only when called)
+    from babelsearch.webui.client import Client    # the HTTP client: standard library only
 
 This module imports nothing heavy, so that ``webui.client`` stays light for scripts that only search
 a running server.
 """
 
 from __future__ import annotations
+
+if __name__ != "babelsearch.webui":  # the checkout's webui/ folder imported as a top-level package
+    raise ImportError(
+        "babelsearch's packages are installed under one name: import babelsearch.webui "
+        "(and install the project, e.g. `pip install -e .`), not webui"
+    )
+
 
 from typing import Any, Mapping
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, request, send_file, url_for
 
-from engine.errors import InvalidImage
-from engine.search import MAX_K, Hit
+from babelsearch.engine.errors import InvalidImage
+from babelsearch.engine.search import MAX_K, Hit
 
 from .app import WebError, image_row, image_search, int_arg, similar_search, state, text_search
 from .openapi import openapi_document

@@ -14,8 +14,8 @@ from typing import Any
 from flask import Flask, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from engine import SearchEngine
-from engine.errors import (
+from babelsearch.engine import SearchEngine
+from babelsearch.engine.errors import (
     BabelsearchError,
     ImageNotFound,
     IncompatibleIndex,
@@ -23,13 +23,13 @@ from engine.errors import (
     InvalidImage,
     InvalidQuery,
 )
-from engine.language import Language, detect_language, given_language
-from engine.search import MAX_K, Hit
+from babelsearch.engine.language import Language, detect_language, given_language
+from babelsearch.engine.search import MAX_K, Hit
 
 from . import SETTINGS
 from .thumbs import ThumbnailCache, open_image
 
-log = logging.getLogger("webui")
+log = logging.getLogger("babelsearch.webui")
 
 EXTENSION = "babelsearch"
 # Options of SearchEngine.search that the API passes through when the engine's search takes them

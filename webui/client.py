@@ -1,6 +1,6 @@
 """A small HTTP client for a babelsearch server: standard library only (no torch, faiss, numpy, Flask).
 
-    from webui.client import Client
+    from babelsearch.webui.client import Client
 
     client = Client("http://127.0.0.1:8000", timeout=10)
     for hit in client.search("ein Hund im Schnee", k=10):

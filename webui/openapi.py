@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from engine.search import MAX_K, MAX_QUERY_CHARS
+from babelsearch.engine.search import MAX_K, MAX_QUERY_CHARS
 
 from .thumbs import THUMB_SIZES
 

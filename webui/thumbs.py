@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from engine import images
-from engine.errors import InvalidImage
+from babelsearch.engine import images
+from babelsearch.engine.errors import InvalidImage
 
 THUMB_SIZES = (256, 1024)  # grid and detail view; nothing else is made, whatever a request asks
 JPEG_QUALITY = 85

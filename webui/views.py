@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
 
-from engine.errors import BabelsearchError
-from engine.search import MAX_K
+from babelsearch.engine.errors import BabelsearchError
+from babelsearch.engine.search import MAX_K
 
 from .app import (
     WebError,

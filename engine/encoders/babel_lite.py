@@ -34,7 +34,7 @@ def normalize_query_text(text: str) -> str:
 
 def load_class_lemmas() -> list[list[str]]:
     """WordNet lemmas of the 1000 ImageNet classes, in classifier order (shipped with the package)."""
-    text = resources.files("engine").joinpath("resources/imagenet_classes.tsv").read_text("utf-8")
+    text = resources.files("babelsearch.engine").joinpath("resources/imagenet_classes.tsv").read_text("utf-8")
     rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
     lemmas = [[name.strip() for name in row[1].split(",") if name.strip()] for row in rows]
     if len(lemmas) != 1000:
