@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick eval-sample clean serve bench-server bench-encode bench-index
+.PHONY: help install demo test test-quick lint format eval-sample clean serve bench-server bench-encode bench-index
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,demo,eval]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint]'
 	touch $@
 
 demo: install  ## Build the demo collection into data/, index it, search it in several languages
@@ -24,6 +24,15 @@ demo: install  ## Build the demo collection into data/, index it, search it in s
 
 test: install  ## Run the whole test suite (the real model over the shared sample included)
 	$(BIN)/python -m pytest
+
+lint: install  ## ruff (lint and format check) and mypy over the whole tree, in seconds
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/typecheck.py
+
+format: install  ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-quick: install  ## The quick loop: everything but the slow integration tests
 	$(BIN)/python -m pytest -m "not slow"

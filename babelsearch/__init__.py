@@ -51,7 +51,33 @@ _ERRORS = (
 )
 _EXPORTS.update({name: "babelsearch.engine.errors" for name in _ERRORS})
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DEFAULT_MODEL",
+    "BabelsearchError",
+    "Client",
+    "Encoder",
+    "Hit",
+    "ImageNotFound",
+    "IncompatibleIndex",
+    "IndexBusy",
+    "IndexNotFound",
+    "IndexOptions",
+    "IndexReport",
+    "InvalidImage",
+    "InvalidQuery",
+    "InvalidSetting",
+    "SearchEngine",
+    "SearchOptions",
+    "SourceError",
+    "UnknownModel",
+    "available_models",
+    "build_index",
+    "create_app",
+    "get_encoder",
+    "index_embeddings",
+    "register_encoder",
+    "update_image_terms",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 import time
 
 import click
 
-from babelsearch.engine.errors import BabelsearchError
+from babelsearch.engine.errors import BabelsearchError, ModelUnavailable
 from babelsearch.engine.rerank import RERANK_MODES as RERANK_CHOICES
 
 
@@ -24,12 +25,16 @@ def _margin_k(ctx, param, value):
 
 
 def _domain_errors(func):
-    """Turn babelsearch's own errors into one clear line and exit status 1, never a traceback."""
+    """Turn babelsearch's own errors into one clear line and exit status 1 (2: model unavailable), never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except ModelUnavailable as exc:
+            # exit 2, not 1: the command was right, the model's weights are missing (offline, not cached)
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
         except BabelsearchError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -43,31 +48,88 @@ def _domain_errors(func):
 @click.version_option(package_name="babelsearch")
 def cli() -> None:
     """Cross-lingual image search: index a folder, then search it in any language."""
+    _log_to_stderr()
+
+
+class _EchoHandler(logging.Handler):
+    """Log records as bare lines on stderr, through click (so CliRunner captures them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    """The library's notes (factory chosen, retraining, ...) are INFO records of babelsearch.* loggers."""
+    logger = logging.getLogger("babelsearch")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
 
 
 @cli.command()
 @click.argument("sources", nargs=-1)
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False), help="Index directory.")
 @click.option("--model", default=None, help="Model spec (default: babel-lite, or the index's own).")
-@click.option("--embeddings", type=click.Path(dir_okay=False), default=None,
-              help="Index the rows of this .npy matrix instead of images (row i gets id i).")
-@click.option("--metadata", type=click.Path(dir_okay=False), default=None,
-              help="With --embeddings: a CSV with an id and/or path column, one row per vector.")
-@click.option("--shard-size", type=click.IntRange(1), default=None,
-              help="Vectors per shard file (default 262144, or the index's own).")
-@click.option("--index-factory", default=None,
-              help="faiss factory string, e.g. 'IVF4096,PQ32' (default: chosen from the collection size).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where faiss trains and adds vectors.")
+@click.option(
+    "--embeddings",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Index the rows of this .npy matrix instead of images (row i gets id i).",
+)
+@click.option(
+    "--metadata",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --embeddings: a CSV with an id and/or path column, one row per vector.",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Vectors per shard file (default 262144, or the index's own).",
+)
+@click.option(
+    "--index-factory",
+    default=None,
+    help="faiss factory string, e.g. 'IVF4096,PQ32' (default: chosen from the collection size).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where faiss trains and adds vectors.",
+)
 @click.option("--retrain", is_flag=True, help="Retrain the quantizer even if the collection has not outgrown it.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--query-bank", "query_bank", multiple=True, type=click.Path(dir_okay=False),
-              help="Extra query-bank file for margin reranking (one query a line); repeatable.")
+@click.option(
+    "--query-bank",
+    "query_bank",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Extra query-bank file for margin reranking (one query a line); repeatable.",
+)
 @_domain_errors
-def index(sources, index_dir, model, embeddings, metadata, shard_size, index_factory, device, retrain,
-          batch_size, workers, quiet, query_bank) -> None:
+def index(
+    sources,
+    index_dir,
+    model,
+    embeddings,
+    metadata,
+    shard_size,
+    index_factory,
+    device,
+    retrain,
+    batch_size,
+    workers,
+    quiet,
+    query_bank,
+) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
     from babelsearch.indexer import IndexOptions, build_index, index_embeddings
 
@@ -77,14 +139,22 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
         raise click.UsageError("--metadata goes with --embeddings")
     if query_bank and embeddings:
         raise click.UsageError("--query-bank needs a model to embed it; it does not go with --embeddings")
-    options = IndexOptions(shard_size=shard_size, index_factory=index_factory, device=device, retrain=retrain,
-                           log=lambda note: click.echo(note, err=True))
+    options = IndexOptions(shard_size=shard_size, index_factory=index_factory, device=device, retrain=retrain)
     if embeddings:
-        report = index_embeddings(embeddings, index_dir, metadata=metadata, model=model, options=options,
-                                  progress=not quiet)
+        report = index_embeddings(
+            embeddings, index_dir, metadata=metadata, model=model, options=options, progress=not quiet
+        )
     else:
-        report = build_index(sources, index_dir, model=model, batch_size=batch_size, workers=workers,
-                             progress=not quiet, options=options, query_bank=list(query_bank) or None)
+        report = build_index(
+            sources,
+            index_dir,
+            model=model,
+            batch_size=batch_size,
+            workers=workers,
+            progress=not quiet,
+            options=options,
+            query_bank=list(query_bank) or None,
+        )
     for failed in report.skipped[:20]:
         click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
     if len(report.skipped) > 20:
@@ -96,23 +166,42 @@ def index(sources, index_dir, model, embeddings, metadata, shard_size, index_fac
 @click.argument("index_dir", type=click.Path())
 @click.argument("query")
 @click.option("--k", "-k", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None,
-              help="Candidate reranking (default: the index's, normally distance).")
-@click.option("--margin-k", callback=_margin_k, default=None,
-              help="Neighbourhood size for reranking: 1-16, 32, 64, 128, 256 or all.")
-@click.option("--nprobe", type=click.IntRange(1), default=None,
-              help="Inverted lists to scan (IVF indexes; default: the index's own).")
-@click.option("--refine-factor", type=click.IntRange(1, 100), default=None,
-              help="Re-score k * this many candidates exactly (default: the index's own).")
+@click.option(
+    "--rerank",
+    type=click.Choice(RERANK_CHOICES),
+    default=None,
+    help="Candidate reranking (default: the index's, normally distance).",
+)
+@click.option(
+    "--margin-k",
+    callback=_margin_k,
+    default=None,
+    help="Neighbourhood size for reranking: 1-16, 32, 64, 128, 256 or all.",
+)
+@click.option(
+    "--nprobe",
+    type=click.IntRange(1),
+    default=None,
+    help="Inverted lists to scan (IVF indexes; default: the index's own).",
+)
+@click.option(
+    "--refine-factor",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Re-score k * this many candidates exactly (default: the index's own).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_domain_errors
 def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
     from babelsearch.engine import SearchEngine
+    from babelsearch.engine.options import SearchOptions
 
+    # checked before the index is opened: a bad option is a clear error without loading anything
+    options = SearchOptions(k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor)
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
-    hits = engine.search(query, k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor)
+    hits = engine.search(query, options=options)
     took_ms = (time.perf_counter() - started) * 1000
     if as_json:
         payload = {
@@ -153,14 +242,22 @@ def info(index_dir, as_json) -> None:
     if bank:
         sources = ", ".join((["default"] if bank.get("default") else []) + bank.get("user_sources", []))
         click.echo(f"{'query bank':>15}: {bank.get('texts')} texts ({sources})")
-        click.echo(f"{'rerank':>15}: {rerank.get('mode')}, margin_k {rerank.get('margin_k')}, "
-                   f"{rerank.get('candidates')} candidates")
+        click.echo(
+            f"{'rerank':>15}: {rerank.get('mode')}, margin_k {rerank.get('margin_k')}, "
+            f"{rerank.get('candidates')} candidates"
+        )
     click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
 
 
 @cli.command()
-@click.option("--data", "data_dir", default="data", show_default=True, type=click.Path(file_okay=False),
-              help="Where the demo photos and index go.")
+@click.option(
+    "--data",
+    "data_dir",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the demo photos and index go.",
+)
 @click.option("--k", "-k", default=3, show_default=True, type=click.IntRange(1, 20))
 @_domain_errors
 def demo(data_dir, k) -> None:
@@ -200,21 +297,26 @@ def serve(index_dir, host, port, threads) -> None:
 
     from babelsearch.engine import SearchEngine
     from babelsearch.webui import create_app
-    from babelsearch.webui.app import warm_up
+    from babelsearch.webui.state import warm_up
 
     engine = SearchEngine.open(index_dir)
     app = create_app({"INDEX_DIR": index_dir, "ENGINE": engine})
     try:
         # waitress refuses bodies far over the app's upload limit itself, before buffering them
-        server = create_server(app, host=host, port=port, threads=threads, ident="babelsearch",
-                               max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"])
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="babelsearch",
+            max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"],
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"loading model {engine.manifest.model} ...")
     warm_up(engine)  # bound first, so a busy port fails fast; connections wait until the model is ready
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: listening on {host}: anyone who can reach it can search and view these photos",
-                   err=True)
+        click.echo(f"warning: listening on {host}: anyone who can reach it can search and view these photos", err=True)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving {index_dir} ({engine.count} images) at http://{shown}:{server.effective_port}/")
     click.echo("Ctrl+C stops", err=True)
@@ -228,27 +330,50 @@ def serve(index_dir, host, port, threads) -> None:
 
 @cli.command("eval")
 @click.argument("index_dir", type=click.Path())
-@click.option("--truth", required=True, type=click.Path(dir_okay=False),
-              help="TSV: path<TAB>class_idx (or a header with path/file and class_idx), or caption truth "
-                   "with query and path columns (optionally language).")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="JSON: language -> [[class indices], [class names]] (class truth only).")
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="TSV: path<TAB>class_idx (or a header with path/file and class_idx), or caption truth "
+    "with query and path columns (optionally language).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON: language -> [[class indices], [class names]] (class truth only).",
+)
 @click.option("--languages", default=None, help="Comma-separated languages (default: all).")
 @click.option("--k", "ks", default="1,5,10", show_default=True, help="Comma-separated recall cut-offs.")
-@click.option("--rerank", "modes", default="distance,margin,none", show_default=True,
-              help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).")
+@click.option(
+    "--rerank",
+    "modes",
+    default="distance,margin,none",
+    show_default=True,
+    help=f"Comma-separated rerank modes to compare ({', '.join(RERANK_CHOICES)}).",
+)
 @click.option("--margin-k", callback=_margin_k, default=None, help="Neighbourhood size (default: the index's).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Write eval.md, eval.json and a recall chart (PNG) here.")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-              help="Keep encoded queries here, so a rerun skips encoding.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write eval.md, eval.json and a recall chart (PNG) here.",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep encoded queries here, so a rerun skips encoding.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_domain_errors
 def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_dir, cache_dir, as_json, quiet) -> None:
     """Recall@k per language on INDEX_DIR, every rerank mode side by side (Babel-ImageNet protocol)."""
     from babelsearch.engine import SearchEngine
-    from babelsearch.engine.evaluation import evaluate, load_eval_set, write_report
+    from babelsearch.evaluation import evaluate, load_eval_set, write_report
 
     try:
         cutoffs = [int(k) for k in ks.split(",") if k.strip()]
@@ -257,8 +382,13 @@ def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_d
     eval_set = load_eval_set(truth, labels, languages.split(",") if languages else None)
     engine = SearchEngine.open(index_dir)
     report = evaluate(
-        engine, eval_set, ks=cutoffs, modes=[m.strip() for m in modes.split(",") if m.strip()],
-        margin_k=margin_k, cache_dir=cache_dir, progress=not quiet,
+        engine,
+        eval_set,
+        ks=cutoffs,
+        modes=[m.strip() for m in modes.split(",") if m.strip()],
+        margin_k=margin_k,
+        cache_dir=cache_dir,
+        progress=not quiet,
     )
     written = write_report(report, out_dir) if out_dir else []
     if as_json:
@@ -276,22 +406,38 @@ def bank() -> None:
 
 @bank.command("update")
 @click.argument("index_dir", type=click.Path())
-@click.option("--from", "bank_files", multiple=True, type=click.Path(dir_okay=False),
-              help="User bank file (one query a line), replacing the index's user bank; repeatable.")
-@click.option("--default/--no-default", "include_default", default=None,
-              help="Include the shipped default bank (default: as before, normally yes).")
+@click.option(
+    "--from",
+    "bank_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="User bank file (one query a line), replacing the index's user bank; repeatable.",
+)
+@click.option(
+    "--default/--no-default",
+    "include_default",
+    default=None,
+    help="Include the shipped default bank (default: as before, normally yes).",
+)
 @click.option("--rerank", type=click.Choice(RERANK_CHOICES), default=None, help="New default rerank mode.")
-@click.option("--margin-k", callback=_margin_k, default=None,
-              help="New default neighbourhood size: 1-16, 32, 64, 128, 256 or all.")
+@click.option(
+    "--margin-k",
+    callback=_margin_k,
+    default=None,
+    help="New default neighbourhood size: 1-16, 32, 64, 128, 256 or all.",
+)
 @click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
 @_domain_errors
 def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:
     """Recompute every image's query-bank term (images are not re-embedded)."""
-    from babelsearch.engine.bank import update_image_terms
+    from babelsearch.indexer.bank_terms import update_image_terms
 
     chosen = {"mode": rerank, "margin_k": margin_k, "candidates": candidates}
     report = update_image_terms(
-        index_dir, bank_files=list(bank_files) or None, include_default=include_default, recompute=True,
+        index_dir,
+        bank_files=list(bank_files) or None,
+        include_default=include_default,
+        recompute=True,
         rerank_defaults={key: value for key, value in chosen.items() if value is not None},
     )
     click.echo(report.summary())

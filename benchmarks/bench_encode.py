@@ -36,8 +36,18 @@ from babelsearch.indexer.decode import Decoded, decode_image  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "imagenet-sample" / "images"
 QUERIES = [
-    "ein Hund im Schnee", "猫", "ракета", "red car", "a bowl of soup", "Katze auf dem Sofa",
-    "宇航员", "pièces de monnaie", "ดอกไม้", "la luna", "brick wall", "고양이",
+    "ein Hund im Schnee",
+    "猫",
+    "ракета",
+    "red car",
+    "a bowl of soup",
+    "Katze auf dem Sofa",
+    "宇航员",
+    "pièces de monnaie",
+    "ดอกไม้",
+    "la luna",
+    "brick wall",
+    "고양이",
 ]
 
 
@@ -103,7 +113,7 @@ class DecodeWaits:
 
 
 def load() -> str:
-    return "%.1f / %.1f / %.1f" % os.getloadavg()
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def row(what: str, n: int, t: Timer, note: str = "") -> str:
@@ -150,35 +160,67 @@ def main() -> int:
     latencies, cpu = query_latencies(fast)
     with Timer() as t:
         fast_vectors = encode_in_batches(fast, images, args.batch)
-    rows.append(row(f"model alone, onnxruntime, batch {args.batch}", len(images), t,
-                    f"first call (session, cached export): {cold.wall:.1f} s"))
+    rows.append(
+        row(
+            f"model alone, onnxruntime, batch {args.batch}",
+            len(images),
+            t,
+            f"first call (session, cached export): {cold.wall:.1f} s",
+        )
+    )
     reference = BabelLiteEncoder(image_backend="torch")
     with Timer() as cold:
         reference.encode_images(images[:1])
     n_ref = min(args.reference or len(images), len(images))
     with Timer() as t:
         ref_vectors = encode_in_batches(reference, images[:n_ref], args.batch)
-    rows.append(row(f"model alone, torch eager (reference), batch {args.batch}", n_ref, t,
-                    f"first call (torch import, model load): {cold.wall:.1f} s"))
+    rows.append(
+        row(
+            f"model alone, torch eager (reference), batch {args.batch}",
+            n_ref,
+            t,
+            f"first call (torch import, model load): {cold.wall:.1f} s",
+        )
+    )
     cosine = np.sum(fast_vectors[:n_ref] * ref_vectors, axis=1)
 
     timed = TimedEncoder(fast)
     waits = DecodeWaits()
     with tempfile.TemporaryDirectory() as tmp:
         with waits, Timer() as t:
-            report = build_index([args.images] if not args.limit else paths, Path(tmp) / "warm", encoder=timed,
-                                 batch_size=args.batch, workers=args.workers)
-        busy = (f"model busy {timed.busy / t.wall:.0%} of the wall time; "
-                f"waited on decoding {waits.seconds:.2f} s ({waits.seconds / t.wall:.0%})")
+            report = build_index(
+                [args.images] if not args.limit else paths,
+                Path(tmp) / "warm",
+                encoder=timed,
+                batch_size=args.batch,
+                workers=args.workers,
+            )
+        busy = (
+            f"model busy {timed.busy / t.wall:.0%} of the wall time; "
+            f"waited on decoding {waits.seconds:.2f} s ({waits.seconds / t.wall:.0%})"
+        )
         rows.append(row("end to end, build_index (warm encoder)", report.indexed, t, busy))
         source = args.images if not args.limit else _path_list(paths, Path(tmp))
-        command = [sys.executable, "-m", "babelsearch", "index", str(source), "--index", str(Path(tmp) / "cli"), "-q",
-                   "--workers", str(args.workers), "--batch-size", str(args.batch)]
+        command = [
+            sys.executable,
+            "-m",
+            "babelsearch",
+            "index",
+            str(source),
+            "--index",
+            str(Path(tmp) / "cli"),
+            "-q",
+            "--workers",
+            str(args.workers),
+            "--batch-size",
+            str(args.batch),
+        ]
         with Timer() as t:
             subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         t.cpu = _children_cpu()
-        rows.append(row("end to end, `babelsearch index` (fresh process)", report.indexed, t,
-                        "imports + model load included"))
+        rows.append(
+            row("end to end, `babelsearch index` (fresh process)", report.indexed, t, "imports + model load included")
+        )
         # what the very first run on a machine pays once (the export is then cached)
         export = f"from pathlib import Path; from babelsearch.engine.encoders.image_runtime import export_onnx; export_onnx(Path({str(Path(tmp) / 'x.onnx')!r}))"
         with Timer() as export_time:
@@ -191,10 +233,14 @@ def main() -> int:
     print()
     print("| check | value |")
     print("|---|---|")
-    print(f"| query encode, short query (p50 / p99, {len(latencies)} queries) | "
-          f"{np.percentile(latencies, 50):.1f} / {np.percentile(latencies, 99):.1f} ms "
-          f"(CPU p50 {np.percentile(cpu, 50):.1f} ms) |")
-    print(f"| first use only: ONNX export of the image tower (fresh process, torch import included) | {export_time.wall:.1f} s |")
+    print(
+        f"| query encode, short query (p50 / p99, {len(latencies)} queries) | "
+        f"{np.percentile(latencies, 50):.1f} / {np.percentile(latencies, 99):.1f} ms "
+        f"(CPU p50 {np.percentile(cpu, 50):.1f} ms) |"
+    )
+    print(
+        f"| first use only: ONNX export of the image tower (fresh process, torch import included) | {export_time.wall:.1f} s |"
+    )
     print(f"| cosine onnxruntime vs torch, {n_ref} images (min / mean) | {cosine.min():.7f} / {cosine.mean():.7f} |")
     print(f"| images below cosine 0.999 | {int((cosine < 0.999).sum())} |")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -127,8 +128,11 @@ def main() -> None:
     parser.add_argument("--flat-queries", type=int, default=100, help="single queries timed on exact Flat")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the vectors and the index")
-    parser.add_argument("--reuse", action="store_true",
-                        help="with --workdir: reuse the vectors and engine index a --keep run left there")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --workdir: reuse the vectors and engine index a --keep run left there",
+    )
     args = parser.parse_args()
 
     import faiss
@@ -137,11 +141,20 @@ def main() -> None:
     from babelsearch.indexer import IndexOptions, index_embeddings
     from babelsearch.indexer.factory import train_points
 
+    # the indexer's notes (factory chosen, training) as they happen, in line with this script's output
+    notes = logging.StreamHandler(sys.stdout)
+    notes.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("babelsearch").addHandler(notes)
+    logging.getLogger("babelsearch").setLevel(logging.INFO)
+
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-index-"))
     workdir.mkdir(parents=True, exist_ok=True)
     nprobes = [int(x) for x in args.nprobe.split(",")]
-    print(f"# bench-index: {args.n:,} x {args.dim}, {args.queries} queries; {os.cpu_count()} CPUs, "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; {load_line()}", flush=True)
+    print(
+        f"# bench-index: {args.n:,} x {args.dim}, {args.queries} queries; {os.cpu_count()} CPUs, "
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; {load_line()}",
+        flush=True,
+    )
     try:
         saved = workdir / "build.json"
         reuse = args.reuse and saved.exists()
@@ -163,7 +176,7 @@ def main() -> None:
         flat_p50, flat_p99 = latencies(flat_search, queries[: args.flat_queries])
         flat_qps = throughput(flat_search, queries)
         flat_ram = flat.ntotal * args.dim * 4
-        del flat
+        flat = flat_search = None  # frees the exact index (the closure's cell) before the engine's build
         print(f"flat: p50 {flat_p50:.1f} ms", flush=True)
 
         # the engine: `babelsearch index --embeddings` as a library call
@@ -173,14 +186,15 @@ def main() -> None:
         else:
             shutil.rmtree(index_dir, ignore_errors=True)
             started = time.perf_counter()
-            report = index_embeddings(base_path, index_dir, options=IndexOptions(log=lambda m: print(m, flush=True)))
+            report = index_embeddings(base_path, index_dir, options=IndexOptions())
             built = {"total": time.perf_counter() - started, "train": report.train_seconds, "add": report.add_seconds}
             saved.write_text(json.dumps(built))
         engine_build = built["total"]
         engine = SearchEngine.open(index_dir)
         factory = engine.manifest.factory
         refine_factors = (
-            [int(x) for x in args.refine_factors.split(",")] if args.refine_factors
+            [int(x) for x in args.refine_factors.split(",")]
+            if args.refine_factors
             else sorted({8, engine.default_refine_factor})
         )
         engine_ram = rss_anon_of(f"SearchEngine.open({str(index_dir)!r})")
@@ -220,15 +234,28 @@ def main() -> None:
             for rf in refine_factors:
                 rparams = faiss.IndexRefineSearchParameters(k_factor=rf, base_index_params=params)
                 runs += [
-                    (f"plain faiss + IndexRefineFlat x{rf} (float32 in RAM)",
-                     lambda q, p=rparams: plain_refined.search(q, 10, params=p)[1], f"refine{rf}", None),
-                    (f"engine, refine x{rf} (float16 memory-mapped)",
-                     lambda q, n=nprobe, r=rf: shards.search(q, 10, nprobe=n, refine_factor=r)[1], None, f"refine{rf}"),
+                    (
+                        f"plain faiss + IndexRefineFlat x{rf} (float32 in RAM)",
+                        lambda q, p=rparams: plain_refined.search(q, 10, params=p)[1],
+                        f"refine{rf}",
+                        None,
+                    ),
+                    (
+                        f"engine, refine x{rf} (float16 memory-mapped)",
+                        lambda q, n=nprobe, r=rf: shards.search(q, 10, nprobe=n, refine_factor=r)[1],
+                        None,
+                        f"refine{rf}",
+                    ),
                 ]
             rf = refine_factors[-1]
-            runs.append((f"engine + catalog rows (`search_vectors`), refine x{rf}",
-                         lambda q, n=nprobe, r=rf: engine.search_vectors(q, k=10, nprobe=n, refine_factor=r),
-                         None, f"refine{rf}"))
+            runs.append(
+                (
+                    f"engine + catalog rows (`search_vectors`), refine x{rf}",
+                    lambda q, n=nprobe, r=rf: engine.search_vectors(q, k=10, nprobe=n, refine_factor=r),
+                    None,
+                    f"refine{rf}",
+                )
+            )
             p50_of = {}
             for name, search, key, versus in runs:
                 result = search(queries)
@@ -255,19 +282,31 @@ def main() -> None:
             f"{plain_train + plain_add:.0f} | {plain_ram / args.n:.1f} (measured RssAnon) |",
             f"| exact Flat | - | - | - | {flat_ram / args.n:.0f} |",
         ]
-        refine_bytes = sum((index_dir / s.vectors).stat().st_size + (index_dir / s.ids).stat().st_size
-                           for s in engine.manifest.shards)
+        refine_bytes = sum(
+            (index_dir / s.vectors).stat().st_size + (index_dir / s.ids).stat().st_size for s in engine.manifest.shards
+        )
         print()
-        print(f"{args.n:,} vectors x {args.dim}, {args.queries} held-out queries, k=10; "
-              f"{os.cpu_count()} CPUs; {load_line()} at the end")
+        print(
+            f"{args.n:,} vectors x {args.dim}, {args.queries} held-out queries, k=10; "
+            f"{os.cpu_count()} CPUs; {load_line()} at the end"
+        )
         print()
         print("\n".join(build))
         print()
         print("\n".join(table))
         print()
         print(f"refine files on disk (memory-mapped, not counted above): {refine_bytes / args.n:.0f} bytes/vector")
-        print(json.dumps({"factory": factory, "nlist": shards.nlist, "default_nprobe": engine.default_nprobe,
-                          "refine_factors": refine_factors, "engine_build_s": round(engine_build, 1)}))
+        print(
+            json.dumps(
+                {
+                    "factory": factory,
+                    "nlist": shards.nlist,
+                    "default_nprobe": engine.default_nprobe,
+                    "refine_factors": refine_factors,
+                    "engine_build_s": round(engine_build, 1),
+                }
+            )
+        )
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

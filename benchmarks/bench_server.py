@@ -29,9 +29,36 @@ sys.path.insert(0, str(ROOT))
 from babelsearch.webui.client import Client  # noqa: E402
 
 QUERIES = [
-    "Katze", "猫", "café", "ракета", "宇航员", "horloge", "monedas", "صخرة", "flower", "ein Hund im Schnee",
-    "a cup of coffee", "кошка", "gato", "חתול", "고양이", "ねこ", "astronauta", "Rakete", "Münzen", "uhr",
-    "kahve", "pièces de monnaie", "पुष्प", "ดอกไม้", "la luna", "Mond", "retina", "brick wall", "grass", "text",
+    "Katze",
+    "猫",
+    "café",
+    "ракета",
+    "宇航员",
+    "horloge",
+    "monedas",
+    "صخرة",
+    "flower",
+    "ein Hund im Schnee",
+    "a cup of coffee",
+    "кошка",
+    "gato",
+    "חתול",
+    "고양이",
+    "ねこ",
+    "astronauta",
+    "Rakete",
+    "Münzen",
+    "uhr",
+    "kahve",
+    "pièces de monnaie",
+    "पुष्प",
+    "ดอกไม้",
+    "la luna",
+    "Mond",
+    "retina",
+    "brick wall",
+    "grass",
+    "text",
 ]
 # kind -> share of the requests
 MIX = {"search": 0.55, "search_page2": 0.10, "similar": 0.15, "thumbnail": 0.12, "image": 0.05, "search_image": 0.03}
@@ -52,7 +79,10 @@ def ensure_demo_index(data_dir: Path) -> Path:
 def start_server(index_dir: Path, threads: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "babelsearch", "serve", str(index_dir), "--port", "0", "--threads", str(threads)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 180
@@ -161,8 +191,10 @@ def main() -> int:
 
     load = os.getloadavg()
     print(f"server: {url}, {args.threads} threads, index {index_dir} ({len(ids)} images)")
-    print(f"clients: {args.clients} concurrent, {args.requests} requests, {os.cpu_count()} CPUs, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"clients: {args.clients} concurrent, {args.requests} requests, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     print()
     print(f"| {'request':<14} | {'n':>5} | {'errors':>6} | {'p50 ms':>7} | {'p99 ms':>7} | {'mean ms':>7} |")
     print(f"|{'-' * 16}|{'-' * 6}:|{'-' * 7}:|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
@@ -172,11 +204,15 @@ def main() -> int:
         everything += values
         if values or errors.get(kind):
             p50, p99 = (percentile(values, 50), percentile(values, 99)) if values else (0, 0)
-            print(f"| {kind:<14} | {len(values) + len(errors[kind]):>5} | {len(errors[kind]):>6} | "
-                  f"{p50:>7.1f} | {p99:>7.1f} | {statistics.fmean(values) if values else 0:>7.1f} |")
+            print(
+                f"| {kind:<14} | {len(values) + len(errors[kind]):>5} | {len(errors[kind]):>6} | "
+                f"{p50:>7.1f} | {p99:>7.1f} | {statistics.fmean(values) if values else 0:>7.1f} |"
+            )
     total_errors = sum(len(e) for e in errors.values())
-    print(f"| {'all':<14} | {args.requests:>5} | {total_errors:>6} | {percentile(everything, 50):>7.1f} | "
-          f"{percentile(everything, 99):>7.1f} | {statistics.fmean(everything):>7.1f} |")
+    print(
+        f"| {'all':<14} | {args.requests:>5} | {total_errors:>6} | {percentile(everything, 50):>7.1f} | "
+        f"{percentile(everything, 99):>7.1f} | {statistics.fmean(everything):>7.1f} |"
+    )
     print()
     print(f"{args.requests / wall:.1f} requests/s over {wall:.1f} s, {total_errors} errors")
     for kind, messages in errors.items():

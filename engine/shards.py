@@ -13,9 +13,10 @@ Each shard keeps its vectors beside it (``*.vectors.npy``, memory-mapped, rows s
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class RefineStore:
     vectors: np.ndarray
 
     @classmethod
-    def open(cls, ids_path: Path, vectors_path: Path) -> "RefineStore":
+    def open(cls, ids_path: Path, vectors_path: Path) -> RefineStore:
         # plain ndarray views of the maps: np.memmap's subclass hooks cost more than the lookups
         return cls(
             np.load(ids_path, mmap_mode="r").view(np.ndarray),
@@ -63,11 +64,11 @@ class ShardSet:
 
     dim: int
     stores: list[RefineStore]
-    ivf_index: object | None = None  # all IVF shards combined into one faiss index
+    ivf_index: Any = None  # all IVF shards combined into one faiss index
     flat_indexes: list | None = None  # or: exact shards, searched one by one and merged
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, manifest: Manifest) -> "ShardSet":
+    def open(cls, index_dir: str | os.PathLike, manifest: Manifest) -> ShardSet:
         import faiss
 
         index_dir = Path(index_dir)
@@ -75,11 +76,13 @@ class ShardSet:
             for name in (shard.file, shard.ids, shard.vectors):
                 if not name or not (index_dir / name).is_file():
                     raise FileNotFoundError(index_dir / str(name))
-        stores = [RefineStore.open(index_dir / s.ids, index_dir / s.vectors) for s in manifest.shards]
+        stores = [RefineStore.open(index_dir / str(s.ids), index_dir / str(s.vectors)) for s in manifest.shards]
         if manifest.factory != "Flat" and manifest.shards:
             indexes = [read_ivf_shard(index_dir / s.file) for s in manifest.shards]
             return cls(manifest.dim, stores, ivf_index=combine_ivf_shards(indexes))
-        return cls(manifest.dim, stores, flat_indexes=[faiss.read_index(str(index_dir / s.file)) for s in manifest.shards])
+        return cls(
+            manifest.dim, stores, flat_indexes=[faiss.read_index(str(index_dir / s.file)) for s in manifest.shards]
+        )
 
     @property
     def ntotal(self) -> int:
@@ -125,9 +128,7 @@ class ShardSet:
         return out, found
 
     # -- searching: candidates -> refine ---------------------------------------------------------
-    def candidates(
-        self, queries: np.ndarray, n: int, nprobe: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, queries: np.ndarray, n: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-n (scores, ids) per query over all shards; empty slots: id -1, score -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         nq = len(queries)
@@ -136,9 +137,7 @@ class ShardSet:
             scores, ids = self.ivf_index.search(queries, n, params=params)
             return _clean(scores, ids)
         parts = [
-            index.search(queries, min(n, index.ntotal))
-            for index in (self.flat_indexes or [])
-            if index.ntotal and nq
+            index.search(queries, min(n, index.ntotal)) for index in (self.flat_indexes or []) if index.ntotal and nq
         ]
         if not parts:
             return np.full((nq, n), -np.inf, np.float32), np.full((nq, n), -1, np.int64)
@@ -148,9 +147,7 @@ class ShardSet:
         """Exact scores for candidate ids from the stored vectors, each row sorted best first."""
         queries = np.asarray(queries, dtype=np.float32)
         block = max(1, REFINE_ROWS // max(1, ids.shape[1]))
-        parts = [
-            self._refine_block(queries[s : s + block], ids[s : s + block]) for s in range(0, len(queries), block)
-        ]
+        parts = [self._refine_block(queries[s : s + block], ids[s : s + block]) for s in range(0, len(queries), block)]
         if not parts:
             return np.zeros(ids.shape, np.float32), ids.astype(np.int64)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -228,12 +225,12 @@ def combine_ivf_shards(indexes: list):
     sizes = np.array([[ivf.invlists.list_size(i) for i in range(nlist)] for ivf in ivfs], dtype=np.int64)
     combined = faiss.ArrayInvertedLists(nlist, code_size)
     offsets = np.zeros(nlist, dtype=np.int64)
-    for list_no in np.flatnonzero(sizes.sum(axis=0)):
-        combined.resize(int(list_no), int(sizes[:, list_no].sum()))
+    for used in np.flatnonzero(sizes.sum(axis=0)):
+        combined.resize(int(used), int(sizes[:, used].sum()))
     for ivf, shard_sizes in zip(ivfs, sizes):
         lists = ivf.invlists
-        for list_no in np.flatnonzero(shard_sizes):
-            list_no, n = int(list_no), int(shard_sizes[list_no])
+        for filled in np.flatnonzero(shard_sizes):
+            list_no, n = int(filled), int(shard_sizes[filled])
             ids, codes = lists.get_ids(list_no), lists.get_codes(list_no)
             combined.update_entries(list_no, int(offsets[list_no]), n, ids, codes)
             lists.release_codes(list_no, codes)
@@ -257,9 +254,7 @@ def read_ivf_shard(path: Path):
         return faiss.read_index(str(path))
 
 
-def merge_results(
-    scores: list[np.ndarray], ids: list[np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def merge_results(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard top-k lists (higher score is better) into one top-k list per query."""
     all_scores = np.concatenate(scores, axis=1).astype(np.float32, copy=True)
     all_ids = np.concatenate(ids, axis=1).astype(np.int64, copy=False)

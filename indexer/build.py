@@ -4,7 +4,8 @@ A run makes the index match its sources: new images are embedded and added, chan
 mtime differ and the content hash too) are re-embedded under a fresh id, and images whose files
 are gone are removed, but only within this run's sources (a folder given now, or a file listed
 now), so indexing another folder or an unmounted disk never removes anything. The order of writes
-that makes every interruption safe is IndexWriter's (indexer/writer.py).
+that makes every interruption safe is IndexWriter's (indexer/writer.py); everything a run writes,
+the query-bank terms included, is written under the one index lock.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
-from babelsearch.engine.bank import update_image_terms
-from babelsearch.engine.catalog import IMAGES
+from babelsearch.engine.catalog import file_records, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
-from babelsearch.engine.layout import MANIFEST, MODEL_VERSION, check_model, check_model_version, read_manifest
+from babelsearch.engine.layout import MANIFEST
 
+from .bank_terms import refresh_image_terms
 from .decode import Decoded, Failed, decode_image
 from .sources import collect_images
 from .writer import IndexWriter
@@ -70,7 +71,6 @@ class IndexOptions:
     index_factory: str | None = None  # faiss factory string (None: chosen from collection size)
     device: str = "auto"  # where faiss trains and adds: auto, cpu, cuda
     retrain: bool = False  # retrain the quantizer even if the collection has not outgrown it
-    log: object = None  # callable(str) for notes as they happen (the factory chosen, retraining)
 
 
 def build_index(
@@ -93,33 +93,46 @@ def build_index(
     index_dir = Path(index_dir)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    sources = [Path(s).expanduser() for s in sources]
-    paths = collect_images(sources)
-    model = _model_for(index_dir, model, encoder)
-    encoder = encoder or get_encoder(model)
-    writer = open_writer(index_dir, model, encoder.dim, options)
+    source_paths = [Path(s).expanduser() for s in sources]
+    paths = collect_images(source_paths)
+    asked = model if model is not None else (encoder.name if encoder is not None else None)
+    if encoder is None and not (index_dir / MANIFEST).exists():
+        # a new index has no model of its own to read: a bad spec fails before any file is made
+        encoder = get_encoder(asked or DEFAULT_MODEL)
+    writer = open_writer(index_dir, asked, options)  # reads the manifest and checks the model, once
     report = IndexReport(index_dir=index_dir, found=len(paths))
     try:
-        check_model_version(writer.manifest, encoder, index_dir)
-        if writer.count == 0 and getattr(encoder, "version", None) is not None:
-            writer.manifest.settings[MODEL_VERSION] = str(encoder.version)
-        todo, gone, changed = _compare_with_catalog(writer.db, paths, sources)
+        encoder = encoder or get_encoder(writer.manifest.model)
+        writer.use_encoder(encoder)
+        todo, gone, changed = _compare_with_catalog(writer.db, paths, source_paths)
         report.unchanged = len(paths) - len(todo)
         report.changed = len(changed)
         report.removed = writer.remove(gone + changed) - len(changed)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain)
         _embed_and_add(writer, todo, encoder, batch_size, workers, progress, report)
         writer.finish()
+        # the margin terms of the new images, still under the lock and with the writer's manifest
+        refresh_image_terms(writer.index_dir, writer.manifest, writer.db, encoder, bank_files=query_bank)
     finally:
         writer.close()
-    update_image_terms(index_dir, encoder, bank_files=query_bank)  # margin terms of the new images
     _fill_report(report, writer, started)
     return report
 
 
-def open_writer(index_dir: Path, model: str, dim: int, options: IndexOptions) -> IndexWriter:
+def open_writer(
+    index_dir: Path,
+    model: str | None,
+    options: IndexOptions,
+    dim: int | None = None,
+    default_model: str = DEFAULT_MODEL,
+) -> IndexWriter:
     return IndexWriter.open(
-        index_dir, model=model, dim=dim, shard_size=options.shard_size, device=options.device, log=options.log
+        index_dir,
+        model=model,
+        dim=dim,
+        shard_size=options.shard_size,
+        device=options.device,
+        default_model=default_model,
     )
 
 
@@ -131,22 +144,9 @@ def _fill_report(report: IndexReport, writer: IndexWriter, started: float) -> No
     report.seconds = time.perf_counter() - started
 
 
-def _model_for(index_dir: Path, model: str | None, encoder: Encoder | None) -> str:
-    """The model spec: as asked, else the encoder's, else the index's own, else the default.
-
-    A mismatch with an existing index is refused here, before a model is loaded for nothing.
-    """
-    asked = model if model is not None else (encoder.name if encoder is not None else None)
-    if (index_dir / MANIFEST).exists():
-        manifest = read_manifest(index_dir)
-        check_model(manifest, asked, index_dir)
-        return manifest.model
-    return asked or DEFAULT_MODEL
-
-
 def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[list[Path], list[int], list[int]]:
     """(paths to embed, ids whose files are gone, ids whose files changed)."""
-    known = {row["path"]: row for row in db.query(f"select id, path, bytes, mtime, sha256 from {IMAGES}")}
+    known = {row["path"]: row for row in file_records(db)}
     todo: list[Path] = []
     changed: list[int] = []
     touched: list[tuple] = []
@@ -167,8 +167,7 @@ def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[l
         changed.append(row["id"])
         todo.append(path)
     if touched:
-        with db.conn:
-            db.conn.executemany(f"update {IMAGES} set bytes = ?, mtime = ? where id = ?", touched)
+        update_file_stats(db, touched)
     folders = [str(s.resolve()) + os.sep for s in sources if s.is_dir()]
     listed = {str(p) for p in paths}
     gone = [

@@ -18,11 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from babelsearch.engine.catalog import IMAGES
+from babelsearch.engine.bank import BANK_SETTINGS
+from babelsearch.engine.catalog import file_records
+from babelsearch.engine.encoders import get_encoder
 from babelsearch.engine.errors import SourceError
-from babelsearch.engine.layout import MANIFEST, PRECOMPUTED_MODEL, check_model, read_manifest
+from babelsearch.engine.layout import PRECOMPUTED_MODEL
 
+from .bank_terms import refresh_image_terms
 from .build import IndexOptions, IndexReport, _fill_report, _progress_bar, open_writer
+from .writer import IndexWriter
 
 ADD_CHUNK = 65_536
 
@@ -43,15 +47,11 @@ def index_embeddings(
     array = load_vectors(vectors_path)
     ids, given_paths = read_metadata(metadata, len(array))
     paths = given_paths or [f"{vectors_path}#{i}" for i in ids.tolist()]
-    if (index_dir / MANIFEST).exists():
-        manifest = read_manifest(index_dir)
-        check_model(manifest, model, index_dir)
-        model = manifest.model
-    writer = open_writer(index_dir, model or PRECOMPUTED_MODEL, array.shape[1], options)
+    writer = open_writer(index_dir, model, options, dim=array.shape[1], default_model=PRECOMPUTED_MODEL)
     report = IndexReport(index_dir=index_dir, found=len(array))
     try:
         hashes = row_hashes(array)
-        known = {r["id"]: r for r in writer.db.query(f"select id, path, sha256 from {IMAGES}")}
+        known = {r["id"]: r for r in file_records(writer.db)}
         by_path = {r["path"]: r["id"] for r in known.values()}
         todo, replaced = [], set()
         for row, (image_id, path, digest) in enumerate(zip(ids.tolist(), paths, hashes)):
@@ -67,11 +67,11 @@ def index_embeddings(
         report.changed = len(replaced)
         writer.remove(replaced)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain, extra=array if todo else None)
-        todo = np.asarray(todo, dtype=np.int64)
-        bar = _progress_bar(len(todo), progress)
+        rows_to_add = np.asarray(todo, dtype=np.int64)
+        bar = _progress_bar(len(rows_to_add), progress)
         try:
-            for start in range(0, len(todo), ADD_CHUNK):
-                rows = todo[start : start + ADD_CHUNK]
+            for start in range(0, len(rows_to_add), ADD_CHUNK):
+                rows = rows_to_add[start : start + ADD_CHUNK]
                 now = time.time()
                 catalog_rows = [{"id": int(ids[r]), "path": paths[r], "sha256": hashes[r], "added": now} for r in rows]
                 writer.add(ids[rows], np.asarray(array[rows], dtype=np.float32), catalog_rows)
@@ -80,10 +80,18 @@ def index_embeddings(
         finally:
             bar.close()
         writer.finish()
+        _refresh_terms(writer)
     finally:
         writer.close()
     _fill_report(report, writer, started)
     return report
+
+
+def _refresh_terms(writer: IndexWriter) -> None:
+    """The new vectors' margin terms, where the index keeps a query bank (it has a text model then)."""
+    manifest = writer.manifest
+    if BANK_SETTINGS in manifest.settings and manifest.model != PRECOMPUTED_MODEL:
+        refresh_image_terms(writer.index_dir, manifest, writer.db, get_encoder(manifest.model))
 
 
 def load_vectors(path: Path) -> np.ndarray:
@@ -137,4 +145,3 @@ def row_hashes(array: np.ndarray) -> list[str]:
             raise SourceError(f"row {start + int(np.flatnonzero(bad)[0])} holds NaN or infinity")
         hashes.extend(hashlib.sha256(row.tobytes()).hexdigest() for row in block)
     return hashes
-

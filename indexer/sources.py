@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from babelsearch.engine.errors import SourceError
 
@@ -31,8 +31,7 @@ def collect_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
             found = read_path_list(source)
         elif source.exists():
             raise SourceError(
-                f"{source} is neither a folder, an image, nor a path list "
-                f"({', '.join(sorted(LIST_EXTENSIONS))})"
+                f"{source} is neither a folder, an image, nor a path list ({', '.join(sorted(LIST_EXTENSIONS))})"
             )
         else:
             raise SourceError(f"{source} does not exist")

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babelsearch.engine import SearchEngine  # noqa: E402
-from babelsearch.engine.evaluation import evaluate, load_eval_set  # noqa: E402
+from babelsearch.evaluation import evaluate, load_eval_set  # noqa: E402
 
 WEIGHTS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
 

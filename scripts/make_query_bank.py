@@ -27,28 +27,107 @@ CLASSES = ROOT / "engine" / "resources" / "imagenet_classes.tsv"
 OUT = ROOT / "engine" / "resources" / "query_bank.txt"
 
 # language -> (prompt shape, 40 concepts in the order of CONCEPTS_EN)
-CONCEPTS_EN = (
-    "dog cat bird fish horse cow car bicycle airplane boat train bus house tree flower mountain "
-    "beach sea river snow sky city street bridge food bread fruit apple cake coffee table chair "
-    "book phone computer clock child woman man garden"
-).split()
+CONCEPTS_EN = [
+    "dog",
+    "cat",
+    "bird",
+    "fish",
+    "horse",
+    "cow",
+    "car",
+    "bicycle",
+    "airplane",
+    "boat",
+    "train",
+    "bus",
+    "house",
+    "tree",
+    "flower",
+    "mountain",
+    "beach",
+    "sea",
+    "river",
+    "snow",
+    "sky",
+    "city",
+    "street",
+    "bridge",
+    "food",
+    "bread",
+    "fruit",
+    "apple",
+    "cake",
+    "coffee",
+    "table",
+    "chair",
+    "book",
+    "phone",
+    "computer",
+    "clock",
+    "child",
+    "woman",
+    "man",
+    "garden",
+]
 
 CONCEPTS = {
     "en": ("a photo of a {}", CONCEPTS_EN),
-    "de": ("ein Foto von {}", "Hund|Katze|Vogel|Fisch|Pferd|Kuh|Auto|Fahrrad|Flugzeug|Boot|Zug|Bus|Haus|Baum|Blume|Berg|Strand|Meer|Fluss|Schnee|Himmel|Stadt|Straße|Brücke|Essen|Brot|Obst|Apfel|Kuchen|Kaffee|Tisch|Stuhl|Buch|Telefon|Computer|Uhr|Kind|Frau|Mann|Garten"),
-    "fr": ("une photo de {}", "chien|chat|oiseau|poisson|cheval|vache|voiture|vélo|avion|bateau|train|bus|maison|arbre|fleur|montagne|plage|mer|rivière|neige|ciel|ville|rue|pont|nourriture|pain|fruit|pomme|gâteau|café|table|chaise|livre|téléphone|ordinateur|horloge|enfant|femme|homme|jardin"),
-    "es": ("una foto de {}", "perro|gato|pájaro|pez|caballo|vaca|coche|bicicleta|avión|barco|tren|autobús|casa|árbol|flor|montaña|playa|mar|río|nieve|cielo|ciudad|calle|puente|comida|pan|fruta|manzana|pastel|café|mesa|silla|libro|teléfono|ordenador|reloj|niño|mujer|hombre|jardín"),
-    "it": ("una foto di {}", "cane|gatto|uccello|pesce|cavallo|mucca|automobile|bicicletta|aereo|barca|treno|autobus|casa|albero|fiore|montagna|spiaggia|mare|fiume|neve|cielo|città|strada|ponte|cibo|pane|frutta|mela|torta|caffè|tavolo|sedia|libro|telefono|computer|orologio|bambino|donna|uomo|giardino"),
-    "pt": ("uma foto de {}", "cachorro|gato|pássaro|peixe|cavalo|vaca|carro|bicicleta|avião|barco|trem|ônibus|casa|árvore|flor|montanha|praia|mar|rio|neve|céu|cidade|rua|ponte|comida|pão|fruta|maçã|bolo|café|mesa|cadeira|livro|telefone|computador|relógio|criança|mulher|homem|jardim"),
-    "nl": ("een foto van {}", "hond|kat|vogel|vis|paard|koe|auto|fiets|vliegtuig|boot|trein|bus|huis|boom|bloem|berg|strand|zee|rivier|sneeuw|lucht|stad|straat|brug|eten|brood|fruit|appel|taart|koffie|tafel|stoel|boek|telefoon|computer|klok|kind|vrouw|man|tuin"),
-    "pl": ("zdjęcie: {}", "pies|kot|ptak|ryba|koń|krowa|samochód|rower|samolot|łódź|pociąg|autobus|dom|drzewo|kwiat|góra|plaża|morze|rzeka|śnieg|niebo|miasto|ulica|most|jedzenie|chleb|owoce|jabłko|ciasto|kawa|stół|krzesło|książka|telefon|komputer|zegar|dziecko|kobieta|mężczyzna|ogród"),
-    "ru": ("фотография: {}", "собака|кошка|птица|рыба|лошадь|корова|машина|велосипед|самолёт|лодка|поезд|автобус|дом|дерево|цветок|гора|пляж|море|река|снег|небо|город|улица|мост|еда|хлеб|фрукты|яблоко|торт|кофе|стол|стул|книга|телефон|компьютер|часы|ребёнок|женщина|мужчина|сад"),
-    "tr": ("{} fotoğrafı", "köpek|kedi|kuş|balık|at|inek|araba|bisiklet|uçak|tekne|tren|otobüs|ev|ağaç|çiçek|dağ|plaj|deniz|nehir|kar|gökyüzü|şehir|sokak|köprü|yemek|ekmek|meyve|elma|pasta|kahve|masa|sandalye|kitap|telefon|bilgisayar|saat|çocuk|kadın|adam|bahçe"),
-    "ar": ("صورة {}", "كلب|قطة|طائر|سمكة|حصان|بقرة|سيارة|دراجة|طائرة|قارب|قطار|حافلة|بيت|شجرة|زهرة|جبل|شاطئ|بحر|نهر|ثلج|سماء|مدينة|شارع|جسر|طعام|خبز|فاكهة|تفاحة|كعكة|قهوة|طاولة|كرسي|كتاب|هاتف|حاسوب|ساعة|طفل|امرأة|رجل|حديقة"),
-    "hi": ("{} की तस्वीर", "कुत्ता|बिल्ली|पक्षी|मछली|घोड़ा|गाय|कार|साइकिल|हवाई जहाज़|नाव|रेलगाड़ी|बस|घर|पेड़|फूल|पहाड़|समुद्र तट|समुद्र|नदी|बर्फ़|आसमान|शहर|सड़क|पुल|खाना|रोटी|फल|सेब|केक|कॉफ़ी|मेज़|कुर्सी|किताब|फ़ोन|कंप्यूटर|घड़ी|बच्चा|औरत|आदमी|बगीचा"),
-    "ja": ("{}の写真", "犬|猫|鳥|魚|馬|牛|車|自転車|飛行機|ボート|電車|バス|家|木|花|山|浜辺|海|川|雪|空|街|通り|橋|食べ物|パン|果物|りんご|ケーキ|コーヒー|テーブル|椅子|本|電話|コンピューター|時計|子供|女性|男性|庭"),
-    "zh": ("{}的照片", "狗|猫|鸟|鱼|马|牛|汽车|自行车|飞机|船|火车|公共汽车|房子|树|花|山|海滩|海|河|雪|天空|城市|街道|桥|食物|面包|水果|苹果|蛋糕|咖啡|桌子|椅子|书|电话|电脑|时钟|孩子|女人|男人|花园"),
-    "ko": ("{} 사진", "개|고양이|새|물고기|말|소|자동차|자전거|비행기|보트|기차|버스|집|나무|꽃|산|해변|바다|강|눈|하늘|도시|거리|다리|음식|빵|과일|사과|케이크|커피|탁자|의자|책|전화|컴퓨터|시계|아이|여자|남자|정원"),
+    "de": (
+        "ein Foto von {}",
+        "Hund|Katze|Vogel|Fisch|Pferd|Kuh|Auto|Fahrrad|Flugzeug|Boot|Zug|Bus|Haus|Baum|Blume|Berg|Strand|Meer|Fluss|Schnee|Himmel|Stadt|Straße|Brücke|Essen|Brot|Obst|Apfel|Kuchen|Kaffee|Tisch|Stuhl|Buch|Telefon|Computer|Uhr|Kind|Frau|Mann|Garten",
+    ),
+    "fr": (
+        "une photo de {}",
+        "chien|chat|oiseau|poisson|cheval|vache|voiture|vélo|avion|bateau|train|bus|maison|arbre|fleur|montagne|plage|mer|rivière|neige|ciel|ville|rue|pont|nourriture|pain|fruit|pomme|gâteau|café|table|chaise|livre|téléphone|ordinateur|horloge|enfant|femme|homme|jardin",
+    ),
+    "es": (
+        "una foto de {}",
+        "perro|gato|pájaro|pez|caballo|vaca|coche|bicicleta|avión|barco|tren|autobús|casa|árbol|flor|montaña|playa|mar|río|nieve|cielo|ciudad|calle|puente|comida|pan|fruta|manzana|pastel|café|mesa|silla|libro|teléfono|ordenador|reloj|niño|mujer|hombre|jardín",
+    ),
+    "it": (
+        "una foto di {}",
+        "cane|gatto|uccello|pesce|cavallo|mucca|automobile|bicicletta|aereo|barca|treno|autobus|casa|albero|fiore|montagna|spiaggia|mare|fiume|neve|cielo|città|strada|ponte|cibo|pane|frutta|mela|torta|caffè|tavolo|sedia|libro|telefono|computer|orologio|bambino|donna|uomo|giardino",
+    ),
+    "pt": (
+        "uma foto de {}",
+        "cachorro|gato|pássaro|peixe|cavalo|vaca|carro|bicicleta|avião|barco|trem|ônibus|casa|árvore|flor|montanha|praia|mar|rio|neve|céu|cidade|rua|ponte|comida|pão|fruta|maçã|bolo|café|mesa|cadeira|livro|telefone|computador|relógio|criança|mulher|homem|jardim",
+    ),
+    "nl": (
+        "een foto van {}",
+        "hond|kat|vogel|vis|paard|koe|auto|fiets|vliegtuig|boot|trein|bus|huis|boom|bloem|berg|strand|zee|rivier|sneeuw|lucht|stad|straat|brug|eten|brood|fruit|appel|taart|koffie|tafel|stoel|boek|telefoon|computer|klok|kind|vrouw|man|tuin",
+    ),
+    "pl": (
+        "zdjęcie: {}",
+        "pies|kot|ptak|ryba|koń|krowa|samochód|rower|samolot|łódź|pociąg|autobus|dom|drzewo|kwiat|góra|plaża|morze|rzeka|śnieg|niebo|miasto|ulica|most|jedzenie|chleb|owoce|jabłko|ciasto|kawa|stół|krzesło|książka|telefon|komputer|zegar|dziecko|kobieta|mężczyzna|ogród",
+    ),
+    "ru": (
+        "фотография: {}",
+        "собака|кошка|птица|рыба|лошадь|корова|машина|велосипед|самолёт|лодка|поезд|автобус|дом|дерево|цветок|гора|пляж|море|река|снег|небо|город|улица|мост|еда|хлеб|фрукты|яблоко|торт|кофе|стол|стул|книга|телефон|компьютер|часы|ребёнок|женщина|мужчина|сад",
+    ),
+    "tr": (
+        "{} fotoğrafı",
+        "köpek|kedi|kuş|balık|at|inek|araba|bisiklet|uçak|tekne|tren|otobüs|ev|ağaç|çiçek|dağ|plaj|deniz|nehir|kar|gökyüzü|şehir|sokak|köprü|yemek|ekmek|meyve|elma|pasta|kahve|masa|sandalye|kitap|telefon|bilgisayar|saat|çocuk|kadın|adam|bahçe",
+    ),
+    "ar": (
+        "صورة {}",
+        "كلب|قطة|طائر|سمكة|حصان|بقرة|سيارة|دراجة|طائرة|قارب|قطار|حافلة|بيت|شجرة|زهرة|جبل|شاطئ|بحر|نهر|ثلج|سماء|مدينة|شارع|جسر|طعام|خبز|فاكهة|تفاحة|كعكة|قهوة|طاولة|كرسي|كتاب|هاتف|حاسوب|ساعة|طفل|امرأة|رجل|حديقة",
+    ),
+    "hi": (
+        "{} की तस्वीर",
+        "कुत्ता|बिल्ली|पक्षी|मछली|घोड़ा|गाय|कार|साइकिल|हवाई जहाज़|नाव|रेलगाड़ी|बस|घर|पेड़|फूल|पहाड़|समुद्र तट|समुद्र|नदी|बर्फ़|आसमान|शहर|सड़क|पुल|खाना|रोटी|फल|सेब|केक|कॉफ़ी|मेज़|कुर्सी|किताब|फ़ोन|कंप्यूटर|घड़ी|बच्चा|औरत|आदमी|बगीचा",
+    ),
+    "ja": (
+        "{}の写真",
+        "犬|猫|鳥|魚|馬|牛|車|自転車|飛行機|ボート|電車|バス|家|木|花|山|浜辺|海|川|雪|空|街|通り|橋|食べ物|パン|果物|りんご|ケーキ|コーヒー|テーブル|椅子|本|電話|コンピューター|時計|子供|女性|男性|庭",
+    ),
+    "zh": (
+        "{}的照片",
+        "狗|猫|鸟|鱼|马|牛|汽车|自行车|飞机|船|火车|公共汽车|房子|树|花|山|海滩|海|河|雪|天空|城市|街道|桥|食物|面包|水果|苹果|蛋糕|咖啡|桌子|椅子|书|电话|电脑|时钟|孩子|女人|男人|花园",
+    ),
+    "ko": (
+        "{} 사진",
+        "개|고양이|새|물고기|말|소|자동차|자전거|비행기|보트|기차|버스|집|나무|꽃|산|해변|바다|강|눈|하늘|도시|거리|다리|음식|빵|과일|사과|케이크|커피|탁자|의자|책|전화|컴퓨터|시계|아이|여자|남자|정원",
+    ),
 }
 
 

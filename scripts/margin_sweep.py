@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from babelsearch.engine import SearchEngine  # noqa: E402
-from babelsearch.engine.evaluation import evaluate, load_eval_set  # noqa: E402
+from babelsearch.evaluation import evaluate, load_eval_set  # noqa: E402
 
 KS = (4, 8, 16, 32, 64, 128, 256, "all")
 
@@ -48,6 +48,7 @@ def main() -> None:
                 f"{100 * report.mean(mode, 10, True):.1f} | {worse} of {len(nonen)} |",
                 flush=True,
             )
+
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,9 @@ def main() -> int:
     for name, folder in MAPPED.items():
         (package / name).symlink_to(ROOT / folder)
     command = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "babelsearch"]
-    done = subprocess.run(command, cwd=tree, capture_output=True, text=True, env={**os.environ, "MYPY_FORCE_COLOR": "0"})
+    done = subprocess.run(
+        command, cwd=tree, capture_output=True, text=True, env={**os.environ, "MYPY_FORCE_COLOR": "0"}
+    )
     out = done.stdout + done.stderr
     for name, folder in MAPPED.items():
         out = out.replace(f"babelsearch/{name}/", f"{folder}/")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,3 +122,20 @@ def colour_index(tmp_path_factory) -> Path:
             seed += 1
     build_index([root / "photos"], root / "index", model="test-colours", progress=False)
     return root / "index"
+
+
+@contextmanager
+def live_server(config: dict[str, Any]) -> Iterator[str]:
+    """A real waitress server for ``create_app(config)`` on a free 127.0.0.1 port, stopped afterwards."""
+    from waitress import create_server
+
+    from babelsearch.webui import create_app
+
+    server = create_server(create_app(config), host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        thread.join(timeout=5)

@@ -10,11 +10,12 @@ from click.testing import CliRunner
 
 from babelsearch.cli import cli
 from babelsearch.engine import InvalidQuery, SearchEngine, SourceError
-from babelsearch.engine.bank import default_bank_texts, read_image_terms, update_image_terms
-from babelsearch.engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MARGIN_KS
+from babelsearch.engine.bank import read_image_terms
 from babelsearch.engine.layout import read_manifest, write_manifest
+from babelsearch.engine.rerank import DEFAULT_CANDIDATES, DEFAULT_MARGIN_K, DEFAULT_RERANK, MARGIN_KS
 from babelsearch.engine.shards import ShardSet
 from babelsearch.indexer import build_index
+from babelsearch.indexer.bank_terms import default_bank_texts, update_image_terms
 
 from .conftest import COLOURS, ColourEncoder, write_image
 
@@ -51,7 +52,11 @@ def test_index_gives_every_image_its_bank_term(colour_folder: Path, tmp_path: Pa
         assert np.allclose(row, expected[image_id], atol=1e-5)
     settings = read_manifest(index_dir).settings
     assert settings["query_bank"]["texts"] == len(default_bank_texts()) and settings["query_bank"]["default"]
-    assert settings["rerank"] == {"mode": DEFAULT_RERANK, "margin_k": DEFAULT_MARGIN_K, "candidates": DEFAULT_CANDIDATES}
+    assert settings["rerank"] == {
+        "mode": DEFAULT_RERANK,
+        "margin_k": DEFAULT_MARGIN_K,
+        "candidates": DEFAULT_CANDIDATES,
+    }
     assert len(settings["query_bank"]["mean_terms"]) == len(MARGIN_KS)
 
 
@@ -59,7 +64,9 @@ def test_new_images_get_terms_and_old_ones_are_kept(colour_folder: Path, tmp_pat
     index_dir = tmp_path / "index"
     build_index([colour_folder], index_dir, model="test-colours")
     with sqlite3.connect(index_dir / "catalog.db") as conn:  # mark the old rows to see they are kept
-        conn.execute("update margin_terms set terms = ? where id = 0", (np.full(len(MARGIN_KS), 0.5, np.float32).tobytes(),))
+        conn.execute(
+            "update margin_terms set terms = ? where id = 0", (np.full(len(MARGIN_KS), 0.5, np.float32).tobytes(),)
+        )
     write_image(colour_folder / "more" / "red9.png", COLOURS["red"], noise_seed=42)
     build_index([colour_folder], index_dir)
     terms = stored_terms(index_dir)
@@ -109,8 +116,9 @@ def test_bad_banks_are_refused_clearly(colour_folder: Path, tmp_path: Path):
         update_image_terms(index_dir, bank_files=[small], include_default=False)
     with pytest.raises(SourceError, match="does not exist"):
         update_image_terms(index_dir, bank_files=[tmp_path / "absent.txt"])
-    result = CliRunner().invoke(cli, ["index", str(colour_folder), "--index", str(index_dir), "--query-bank",
-                                      str(tmp_path / "absent.txt")])
+    result = CliRunner().invoke(
+        cli, ["index", str(colour_folder), "--index", str(index_dir), "--query-bank", str(tmp_path / "absent.txt")]
+    )
     assert result.exit_code == 1 and "query bank file" in result.output and "Traceback" not in result.output
     assert len(stored_terms(index_dir)) == 8  # nothing lost
 
@@ -143,7 +151,9 @@ def test_an_image_without_its_term_is_still_found(colour_folder: Path, tmp_path:
         conn.execute("delete from margin_terms")
     hits = SearchEngine.open(index_dir).search("blue", k=2)
     assert {Path(h.path).name[:4] for h in hits} == {"blue"}
-    payload = json.loads(CliRunner().invoke(cli, ["search", str(index_dir), "blue", "--json", "--rerank", "csls"]).output)
+    payload = json.loads(
+        CliRunner().invoke(cli, ["search", str(index_dir), "blue", "--json", "--rerank", "csls"]).output
+    )
     assert Path(payload["results"][0]["path"]).name.startswith("blue")
 
 

@@ -1,6 +1,9 @@
 """The eval command on a tiny generated set: colour names as class names in two "languages"."""
 
+from __future__ import annotations
+
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -8,13 +11,14 @@ from click.testing import CliRunner
 
 from babelsearch.cli import cli
 from babelsearch.engine import SearchEngine
-from babelsearch.engine.evaluation import EvaluationError, evaluate, load_eval_set
+from babelsearch.evaluation import EvaluationError, evaluate, load_eval_set
 from babelsearch.indexer import build_index
 
 CLASSES = ["red", "green", "blue", "yellow"]
 # The colour model knows English colour names only; every "DE" name encodes to the same grey query,
 # so all four DE queries get one and the same ranking: exactly one of them can be right at rank 1.
 LABELS = {"EN": [[0, 1, 2, 3], CLASSES], "DE": [[0, 1, 2, 3], ["rot", "grün", "blau", "gelb"]]}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -26,9 +30,7 @@ def eval_files(colour_folder: Path, tmp_path: Path) -> dict[str, Path]:
     images = sorted(p for p in colour_folder.rglob("*") if p.is_file())
     # headerless path<TAB>class_idx, paths relative to the truth file's folder
     truth = tmp_path / "truth.tsv"
-    truth.write_text(
-        "".join(f"{p.relative_to(tmp_path)}\t{CLASSES.index(p.stem[:-1])}\n" for p in images), "utf-8"
-    )
+    truth.write_text("".join(f"{p.relative_to(tmp_path)}\t{CLASSES.index(p.stem[:-1])}\n" for p in images), "utf-8")
     return {"index": index_dir, "labels": labels, "truth": truth, "images": images, "root": tmp_path}
 
 
@@ -87,14 +89,31 @@ def test_bad_input_is_refused_clearly(eval_files, tmp_path: Path):
     with pytest.raises(EvaluationError, match="none of the 1 images"):
         evaluate(SearchEngine.open(eval_files["index"]), load_eval_set(elsewhere, eval_files["labels"]))
     with pytest.raises(EvaluationError, match="rerank modes must be among"):
-        evaluate(SearchEngine.open(eval_files["index"]), load_eval_set(eval_files["truth"], eval_files["labels"]),
-                 modes=["fancy"])
+        evaluate(
+            SearchEngine.open(eval_files["index"]),
+            load_eval_set(eval_files["truth"], eval_files["labels"]),
+            modes=["fancy"],
+        )
 
 
 def test_eval_command_writes_table_chart_and_json(eval_files, tmp_path: Path):
     out = tmp_path / "report"
-    args = ["eval", eval_files["index"], "--labels", eval_files["labels"], "--truth", eval_files["truth"],
-            "--k", "1,5", "--rerank", "margin,distance,none", "--out", out, "--json", "-q"]
+    args = [
+        "eval",
+        eval_files["index"],
+        "--labels",
+        eval_files["labels"],
+        "--truth",
+        eval_files["truth"],
+        "--k",
+        "1,5",
+        "--rerank",
+        "margin,distance,none",
+        "--out",
+        out,
+        "--json",
+        "-q",
+    ]
     result = CliRunner().invoke(cli, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -106,3 +125,12 @@ def test_eval_command_writes_table_chart_and_json(eval_files, tmp_path: Path):
 
     result = CliRunner().invoke(cli, [str(a) for a in args[:6]] + ["--languages", "xx"])
     assert result.exit_code == 1 and "has no language xx" in result.output and "Traceback" not in result.output
+
+
+def test_the_query_layer_does_not_import_the_evaluation_tool():
+    # the tool sits beside the query path: it reads an index through SearchEngine, never the reverse
+    importing = re.compile(r"^\s*(from|import)\s+[\w.]*evaluation\b", re.M)
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "engine").rglob("*.py") if importing.search(p.read_text("utf-8"))
+    ]
+    assert not offenders and not (ROOT / "engine" / "evaluation.py").exists(), offenders

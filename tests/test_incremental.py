@@ -14,7 +14,7 @@ from babelsearch.engine import SearchEngine
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import ShardSet
 from babelsearch.indexer import IndexOptions, build_index
-from babelsearch.indexer.writer import DEBUG_KILL_ENV
+from babelsearch.indexer.files import DEBUG_KILL_ENV
 
 from .conftest import COLOURS, clustered_vectors, exact_top_k, recall, write_image
 
@@ -81,7 +81,11 @@ def run_index(vectors: Path, index_dir: Path, kill_at: str | None = None) -> sub
     args = ["--embeddings", vectors, "--index", index_dir, "--shard-size", "500", "--index-factory", "IVF32,PQ8"]
     return subprocess.run(
         [sys.executable, "-m", "babelsearch", "index", "-q", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -130,8 +134,21 @@ def test_cli_embeddings_round_trip_and_settings(crash_vectors, tmp_path: Path):
     vectors = crash_vectors[0]
     index_dir = tmp_path / "index"
     runner = CliRunner()
-    result = runner.invoke(cli, ["index", "--embeddings", str(vectors), "--index", str(index_dir),
-                                 "--index-factory", "IVF32,PQ8", "--shard-size", "1500", "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "index",
+            "--embeddings",
+            str(vectors),
+            "--index",
+            str(index_dir),
+            "--index-factory",
+            "IVF32,PQ8",
+            "--shard-size",
+            "1500",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "index factory: IVF32,PQ8 (as requested)" in result.output and "indexed 4000" in result.output
     info = runner.invoke(cli, ["info", str(index_dir)]).output

@@ -209,8 +209,15 @@ def test_format_1_is_refused_for_search_and_upgraded_by_indexing(tmp_path: Path)
     ensure_schema(db)
     db["images"].insert_all({"id": 100 + i, "path": f"p{i}.jpg"} for i in range(30))
     db.close()
-    manifest = {"format": "babelsearch-index", "format_version": 1, "model": "precomputed", "dim": 8,
-                "factory": "Flat", "shards": [{"file": "shards/00000.faiss", "count": 30}], "images": 30}
+    manifest = {
+        "format": "babelsearch-index",
+        "format_version": 1,
+        "model": "precomputed",
+        "dim": 8,
+        "factory": "Flat",
+        "shards": [{"file": "shards/00000.faiss", "count": 30}],
+        "images": 30,
+    }
     (index_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IncompatibleIndex, match="upgrade it in place"):
         SearchEngine.open(index_dir)
@@ -229,16 +236,22 @@ def test_images_train_mid_run_and_earlier_flat_shards_are_converted(colour_folde
     from .conftest import COLOURS
 
     index_dir = tmp_path / "index"
-    report = build_index([colour_folder], index_dir, model="test-colours", batch_size=3,
-                         options=IndexOptions(index_factory="IVF2,Flat", shard_size=3))
+    report = build_index(
+        [colour_folder],
+        index_dir,
+        model="test-colours",
+        batch_size=3,
+        options=IndexOptions(index_factory="IVF2,Flat", shard_size=3),
+    )
     manifest = read_manifest(index_dir)
     assert report.factory == manifest.factory == "IVF2,Flat" and [s.count for s in manifest.shards] == [3, 3, 2]
     engine = SearchEngine.open(index_dir)
     for colour in COLOURS:  # nprobe 2 of 2 lists: exact
         assert all(Path(h.path).name.startswith(colour) for h in engine.search(colour, k=2, nprobe=2))
     # a factory that cannot be trained on 8 vectors: the index stays exact Flat and says so
-    report = build_index([colour_folder], tmp_path / "small", model="test-colours",
-                         options=IndexOptions(index_factory="IVF64,Flat"))
+    report = build_index(
+        [colour_folder], tmp_path / "small", model="test-colours", options=IndexOptions(index_factory="IVF64,Flat")
+    )
     assert report.factory == "Flat" and any("kept Flat: IVF64,Flat needs at least 64" in n for n in report.notes)
     assert len(SearchEngine.open(tmp_path / "small").search("red", k=8)) == 8
 

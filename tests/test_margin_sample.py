@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from babelsearch.engine import SearchEngine
-from babelsearch.engine.evaluation import evaluate, load_eval_set
+from babelsearch.evaluation import evaluate, load_eval_set
 
 from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
 

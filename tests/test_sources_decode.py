@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,50 @@ def test_broken_files_fail_with_a_reason(tmp_path: Path):
     assert "not a readable image" in results[1].reason
     assert results[2].reason == "empty file"
     assert "No such file" in results[3].reason
+
+
+def test_one_pixel_guard_ours_not_pillows(tmp_path: Path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from babelsearch.engine import InvalidImage, images
+
+    # scaled down: Pillow's own guard stricter than ours, as its default (89 M) is below MAX_PIXELS (250 M)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000)
+    under = write_image(tmp_path / "under.png", (10, 20, 30), size=(99, 100))  # 9,900 pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even a warning for an image under our limit
+        decoded = decode_image(under)
+        assert isinstance(decoded, Decoded) and decoded.image.size == (99, 100)
+        assert images.open_image(under.read_bytes()).size == (99, 100)
+    assert PILImage.MAX_IMAGE_PIXELS == 10_000  # raised to ours, so that Pillow's guard still stands
+    over = write_image(tmp_path / "over.png", (10, 20, 30), size=(101, 100))
+    with pytest.warns(PILImage.DecompressionBombWarning):  # Pillow's, for an image we refuse anyway
+        assert decode_image(over).reason == "image too large (101x100 pixels)"
+    bomb = write_image(tmp_path / "bomb.png", (10, 20, 30), size=(400, 400))  # past Pillow's error, 2x
+    assert decode_image(bomb).reason.startswith("image too large")
+    with pytest.raises(InvalidImage, match="too large"):
+        images.open_image(bomb)
+
+
+def test_pillows_guard_is_never_lowered_or_disabled(tmp_path: Path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from babelsearch.engine import images
+
+    path = write_image(tmp_path / "small.png", (10, 20, 30))
+    for limit in (10**12, None):
+        monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", limit)
+        images.open_image(path)
+        assert limit == PILImage.MAX_IMAGE_PIXELS
+
+
+def test_decode_in_threads_reports_sizes_and_reasons(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [write_image(tmp_path / f"{i}.jpg", (i * 20, 100, 50), size=(300 + i, 200)) for i in range(8)]
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda p: decode_image(p, short_side=64), [*paths, tmp_path / "bad.jpg"]))
+    assert [(r.width, r.height) for r in results[:8]] == [(300 + i, 200) for i in range(8)]
+    assert all(min(r.image.size) == 64 for r in results[:8]) and isinstance(results[8], Failed)

@@ -76,7 +76,6 @@ def test_paging_slices_one_ranking(client):
 def test_lang_overrides_detection_and_rerank_is_accepted(client):
     payload = client.get("/api/search?q=red&k=2&lang=de").get_json()
     assert payload["language"] == {"code": "de", "name": "German", "confidence": 1.0, "source": "given"}
-    # rerank goes to the engine only where its search() takes it; either way the request succeeds
     assert client.get("/api/search?q=red&k=2&rerank=none").status_code == 200
 
 
@@ -128,8 +127,9 @@ def test_image_upload_errors(client, app, monkeypatch):
 def test_upload_over_the_size_limit_is_413_json(colour_index):
     small = create_app({"INDEX_DIR": colour_index, "MAX_CONTENT_LENGTH": 10_000}).test_client()
     data = {"image": (io.BytesIO(b"\0" * 20_000), "huge.png")}
-    error = assert_error(small.post("/api/search/image", data=data, content_type="multipart/form-data"),
-                         413, "payload_too_large")
+    error = assert_error(
+        small.post("/api/search/image", data=data, content_type="multipart/form-data"), 413, "payload_too_large"
+    )
     assert "at most" in error["message"]
 
 
@@ -259,6 +259,62 @@ def test_openapi_documents_every_route(app, client):
     assert {path: set(ops) for path, ops in document["paths"].items()} == routes
     refs = re.findall(r'"#/components/(\w+)/(\w+)"', json.dumps(document))
     assert refs and all(name in document["components"][kind] for kind, name in refs)
+    search = {param["name"]: param for param in document["paths"]["/api/search"]["get"]["parameters"]}
+    assert set(search) == {"q", "k", "offset", "lang", "rerank", "margin_k", "nprobe", "refine_factor"}
+    assert search["rerank"]["schema"]["enum"] == ["margin", "distance", "csls", "none"]
+    assert "all" in search["margin_k"]["schema"]["enum"] and search["refine_factor"]["schema"]["maximum"] == 100
+
+
+def test_search_options_are_passed_through(client):
+    # margin_k, nprobe and refine_factor reach the engine like rerank: the same hits as the engine gives
+    plain = client.get("/api/search?q=red&k=3&rerank=none").get_json()["results"]
+    tuned = client.get("/api/search?q=red&k=3&rerank=none&nprobe=4&refine_factor=2").get_json()["results"]
+    assert [h["id"] for h in tuned] == [h["id"] for h in plain]
+    wide = client.get("/api/search?q=red&k=3&rerank=margin&margin_k=all").get_json()["results"]
+    narrow = client.get("/api/search?q=red&k=3&rerank=margin&margin_k=1").get_json()["results"]
+    assert wide and narrow and wide[0]["score"] != narrow[0]["score"]
+    assert client.get("/api/search?q=red&margin_k=&nprobe=&refine_factor=&rerank=").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("rerank=fancy", "rerank must be one of margin, distance, csls, none, got 'fancy'"),
+        ("margin_k=17", "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 17"),
+        ("margin_k=most", "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 'most'"),
+        ("nprobe=0", "nprobe must be an integer of at least 1, got 0"),
+        ("nprobe=abc", "nprobe must be an integer of at least 1, got 'abc'"),
+        ("refine_factor=101", "refine_factor must be an integer from 1 to 100, got 101"),
+    ],
+)
+def test_bad_search_options_are_400_with_the_engines_message(client, query, message):
+    error = assert_error(client.get(f"/api/search?q=red&{query}"), 400, "invalid_query")
+    assert error["message"] == message
+    page = client.get(f"/?q=red&{query}")  # the page says the same, above an empty grid
+    assert page.status_code == 400 and message.replace("'", "&#39;") in page.get_data(as_text=True)
+
+
+def test_thumbnails_are_written_without_fsync_and_remade_when_damaged(tmp_path, monkeypatch):
+    write_image(tmp_path / "photos" / "one.png", (10, 200, 10))
+    build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
+    client = create_app({"INDEX_DIR": tmp_path / "index"}).test_client()
+    monkeypatch.setattr("os.fsync", lambda fd: pytest.fail("a cached thumbnail needs no fsync"))
+    first = client.get("/images/0/thumb")
+    assert first.status_code == 200
+    (cached,) = (tmp_path / "index" / ".thumbs").iterdir()
+    assert cached.read_bytes() == first.data
+    cached.write_bytes(first.data[: len(first.data) // 2])  # as a power loss may leave it
+    assert client.get("/images/0/thumb").data == first.data and cached.read_bytes() == first.data
+
+
+def test_thumbnails_from_a_cache_that_cannot_be_written(tmp_path):
+    write_image(tmp_path / "photos" / "one.png", (10, 200, 10))
+    build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
+    (tmp_path / "not-a-folder").write_text("")  # a directory that cannot be made below it, even as root
+    client = create_app({"INDEX_DIR": tmp_path / "index", "THUMB_DIR": tmp_path / "not-a-folder" / "t"}).test_client()
+    for _ in range(2):
+        response = client.get("/images/0/thumb")
+        assert response.status_code == 200 and response.mimetype == "image/jpeg"
 
 
 def test_rerank_is_passed_through_and_checked(client):

@@ -16,10 +16,22 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = {"chelsea": "cat-chelsea.png", "coffee": "coffee.png", "rocket": "rocket.png",
-          "astronaut": "astronaut.png", "clock": "clock.png", "coins": "coins.png"}
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+PHOTOS = {
+    "chelsea": "cat-chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.png",
+    "astronaut": "astronaut.png",
+    "clock": "clock.png",
+    "coins": "coins.png",
+}
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,7 +55,10 @@ def server(tmp_path_factory):
     build_index([root / "photos"], root / "index", model="babel-lite", progress=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "babelsearch", "serve", str(root / "index"), "--port", "0", "--threads", "4"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from babelsearch.webui import create_app
 from babelsearch.webui.client import (
     BadRequest,
     Client,
@@ -25,24 +22,9 @@ from babelsearch.webui.client import (
     Unavailable,
 )
 
-from .conftest import COLOURS
+from .conftest import COLOURS, live_server
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def live_server(config: dict):
-    """A real waitress server for the app on a free loopback port, stopped afterwards."""
-    from waitress import create_server
-
-    server = create_server(create_app(config), host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +86,8 @@ def test_http_failures_are_typed(client, tmp_path):
 
 
 def test_a_server_without_an_index_is_unavailable(tmp_path):
-    with live_server({"INDEX_DIR": tmp_path / "nothing"}) as url:
-        with pytest.raises(Unavailable) as caught:
-            Client(url).search("red")
+    with live_server({"INDEX_DIR": tmp_path / "nothing"}) as url, pytest.raises(Unavailable) as caught:
+        Client(url).search("red")
     assert isinstance(caught.value, ServerError) and caught.value.status == 503 and caught.value.code == "no_index"
 
 

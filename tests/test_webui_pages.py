@@ -62,7 +62,8 @@ def test_results_page_without_javascript(client):
     assert "offset=5" in more
     second = client.get(more).get_data(as_text=True)
     assert re.findall(r'src="/images/(\d+)/thumb"', second) and not set(
-        re.findall(r'src="/images/(\d+)/thumb"', second)) & set(thumbs)
+        re.findall(r'src="/images/(\d+)/thumb"', second)
+    ) & set(thumbs)
 
 
 def test_query_in_another_script_is_shown_as_typed(client):
@@ -100,20 +101,23 @@ def test_detail_page_and_more_like_this(client):
 def test_search_by_image_form(client):
     out = io.BytesIO()
     Image.new("RGB", (30, 30), COLOURS["blue"]).save(out, format="PNG")
-    page = client.post("/search/image", data={"image": (io.BytesIO(out.getvalue()), "mine.png")},
-                       content_type="multipart/form-data")
+    page = client.post(
+        "/search/image", data={"image": (io.BytesIO(out.getvalue()), "mine.png")}, content_type="multipart/form-data"
+    )
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "mine.png" in html
     assert re.findall(r'<span class="name" dir="auto">([^<]+)</span>', html)[0].startswith("blue")
-    junk = client.post("/search/image", data={"image": (io.BytesIO(b"junk"), "junk.png")},
-                       content_type="multipart/form-data")
+    junk = client.post(
+        "/search/image", data={"image": (io.BytesIO(b"junk"), "junk.png")}, content_type="multipart/form-data"
+    )
     assert junk.status_code == 400 and "not a readable image" in junk.get_data(as_text=True)
 
 
 def test_upload_over_the_limit_on_the_page(colour_index):
     client = create_app({"INDEX_DIR": colour_index, "MAX_CONTENT_LENGTH": 5000}).test_client()
-    page = client.post("/search/image", data={"image": (io.BytesIO(b"\0" * 9000), "big.png")},
-                       content_type="multipart/form-data")
+    page = client.post(
+        "/search/image", data={"image": (io.BytesIO(b"\0" * 9000), "big.png")}, content_type="multipart/form-data"
+    )
     assert page.status_code == 413 and "too large" in page.get_data(as_text=True)
 
 
@@ -126,3 +130,29 @@ def test_pages_load_nothing_from_elsewhere(client):
     for asset in ["/static/style.css", "/static/app.js", "/static/favicon.svg"]:
         body = client.get(asset).get_data(as_text=True).replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert body and not re.search(r"https?:|//[a-z]", body), asset
+
+
+def test_webui_modules_import_in_one_direction():
+    # each module's imports of its siblings, at any depth in the file: no cycle, and nothing imports
+    # the package's __init__ (create_app), which imports them all
+    import ast
+
+    folder = Path(__file__).resolve().parent.parent / "webui"
+    siblings = {path.stem for path in folder.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in siblings:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = node.module or ""
+                if node.level == 1 or target.startswith("babelsearch.webui"):
+                    target = target.removeprefix("babelsearch.webui").lstrip(".")
+                    assert target, f"webui/{name}.py imports the package itself"
+                    graph[name].add(target.split(".")[0])
+    assert "app" not in siblings  # the old module that was factory, state, errors and searches at once
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
+
+    assert not [name for name in siblings if reaches(name, name)], graph

@@ -3,6 +3,10 @@
     from babelsearch.webui import create_app       # the Flask app factory (Flask is imported only when called)
     from babelsearch.webui.client import Client    # the HTTP client: standard library only
 
+Inside: ``state`` (what one app serves: engine, thumbnails, counters), ``errors`` (one error shape,
+counters, headers), ``searching`` (the searches both blueprints run), the blueprints ``api`` and
+``views``, ``thumbs`` and ``openapi``.
+
 This module imports nothing heavy, so that ``webui.client`` stays light for scripts that only search
 a running server.
 """
@@ -16,7 +20,11 @@ if __name__ != "babelsearch.webui":  # the checkout's webui/ folder imported as 
     )
 
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app", "SETTINGS"]
 
@@ -31,8 +39,27 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 }
 
 
-def create_app(config: Mapping[str, Any] | None = None):
-    """A Flask app serving one index: the browser UI at /, the JSON API under /api."""
-    from .app import build_app
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """A Flask app serving one index: the browser UI at /, the JSON API under /api.
 
-    return build_app(dict(config or {}))
+    ``config`` overrides SETTINGS' defaults (and may add any Flask setting)."""
+    # imported here, not at the top: importing babelsearch.webui (for the client) loads no Flask
+    from flask import Flask
+
+    from .api import api, images
+    from .errors import count_request, finish_response, handle_error
+    from .state import EXTENSION, load_state
+    from .views import views
+
+    app = Flask(__name__)
+    app.config.update({name: default for name, (default, _) in SETTINGS.items()})
+    app.config.update(config or {})
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # queries and paths in any script stay readable
+    app.extensions[EXTENSION] = load_state(app.config)
+    app.register_blueprint(views)
+    app.register_blueprint(api)
+    app.register_blueprint(images)
+    app.register_error_handler(Exception, handle_error)
+    app.before_request(count_request)
+    app.after_request(finish_response)
+    return app

@@ -14,30 +14,43 @@ from typing import Any
 from flask import Blueprint, current_app, request, send_file, url_for
 
 from babelsearch.engine.errors import InvalidImage
-from babelsearch.engine.search import MAX_K, Hit
+from babelsearch.engine.options import MAX_K
+from babelsearch.engine.search import Hit
 
-from .app import WebError, image_row, image_search, int_arg, similar_search, state, text_search
+from .errors import WebError
 from .openapi import openapi_document
+from .searching import image_row, image_search, int_arg, search_options, similar_search, text_search
+from .state import state
 from .thumbs import THUMB_SIZES
 
 api = Blueprint("api", __name__, url_prefix="/api")
 images = Blueprint("images", __name__, url_prefix="/images")
 
 # what a browser may be told a file is (never HTML or SVG); anything else is sent as plain bytes
-SAFE_IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/avif",
-                    "image/tiff", "image/heic", "image/heif"}
+SAFE_IMAGE_TYPES = {
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/avif",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+}
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    # cosine: the raw similarity before any reranking; engines without reranking have only the score
-    return {**hit.to_json(), "cosine": round(float(getattr(hit, "cosine", hit.score)), 6)}
+    # the CLI's --json shape: id, path, score (after reranking) and cosine (before)
+    return hit.to_json()
 
 
 @api.get("/search")
 def search():
     k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    options = search_options(request.args, k)
     offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1)
-    found = text_search(request.args.get("q"), k, offset, request.args.get("lang"), request.args.get("rerank"))
+    found = text_search(request.args.get("q"), options, offset, request.args.get("lang"))
     return {
         "query": found.query,
         "k": k,
@@ -53,8 +66,12 @@ def search():
 def similar(image_id: int):
     k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
     found = similar_search(image_id, k)
-    return {"id": image_id, "k": k, "took_ms": round(found.took_ms, 2),
-            "results": [hit_json(hit) for hit in found.hits]}
+    return {
+        "id": image_id,
+        "k": k,
+        "took_ms": round(found.took_ms, 2),
+        "results": [hit_json(hit) for hit in found.hits],
+    }
 
 
 @api.post("/search/image")

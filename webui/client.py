@@ -19,9 +19,10 @@ import mimetypes
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib import error, parse, request
 
 __all__ = [
@@ -93,7 +94,7 @@ class Hit:
     cosine: float
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Hit":
+    def from_json(cls, data: dict[str, Any]) -> Hit:
         score = float(data["score"])
         return cls(int(data["id"]), str(data["path"]), score, float(data.get("cosine", score)))
 
@@ -118,7 +119,7 @@ class SearchResult:
         return self.hits[index]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "SearchResult":
+    def from_json(cls, data: dict[str, Any]) -> SearchResult:
         return cls(
             hits=[Hit.from_json(item) for item in data.get("results", [])],
             took_ms=float(data.get("took_ms", 0.0)),
@@ -139,8 +140,9 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    def search(self, query: str, k: int = 10, offset: int = 0, lang: str | None = None,
-               rerank: str | None = None) -> SearchResult:
+    def search(
+        self, query: str, k: int = 10, offset: int = 0, lang: str | None = None, rerank: str | None = None
+    ) -> SearchResult:
         """The k best images for a text query in any language (``offset`` pages further)."""
         params = {"q": query, "k": k, "offset": offset, "lang": lang, "rerank": rerank}
         return SearchResult.from_json(self._request("GET", "/api/search", params))
@@ -149,8 +151,7 @@ class Client:
         """The k images most like an indexed one (it is left out)."""
         return SearchResult.from_json(self._request("GET", f"/api/similar/{int(image_id)}", {"k": k}))
 
-    def search_image(self, image: str | os.PathLike | bytes, k: int = 10, filename: str | None = None
-                     ) -> SearchResult:
+    def search_image(self, image: str | os.PathLike | bytes, k: int = 10, filename: str | None = None) -> SearchResult:
         """The k images most like an image file (a path, or the file's bytes)."""
         if isinstance(image, bytes):
             data, name = image, filename or "query"
@@ -175,8 +176,15 @@ class Client:
         return self._request("GET", "/api/stats")
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, params: dict[str, Any] | None = None, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, raw: bool = False) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
+    ) -> Any:
         url = self.base_url + path
         if params:
             query = {name: value for name, value in params.items() if value is not None}
@@ -187,7 +195,7 @@ class Client:
                 payload = response.read()
         except error.HTTPError as exc:
             raise _http_error(exc, url) from None
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise Timeout(f"no answer from {self.base_url} within {self.timeout} s") from exc
         except error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
@@ -230,7 +238,9 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
         quoted = parse.quote(filename)  # any script in a file name, sent as ASCII
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{quoted}"\r\n'
-            f"Content-Type: {kind}\r\n\r\n".encode() + data + b"\r\n"
+            f"Content-Type: {kind}\r\n\r\n".encode()
+            + data
+            + b"\r\n"
         )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from babelsearch.engine.search import MAX_K, MAX_QUERY_CHARS
+from babelsearch.engine.options import MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR
+from babelsearch.engine.rerank import MARGIN_KS, RERANK_MODES
 
 from .thumbs import THUMB_SIZES
 
@@ -32,7 +33,7 @@ K = _param("k", "query", {"type": "integer", "minimum": 1, "maximum": MAX_K, "de
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    hits = {
+    hits: dict[str, Any] = {
         "type": "object",
         "required": ["k", "took_ms", "results"],
         "properties": {
@@ -60,100 +61,208 @@ def openapi_document() -> dict[str, Any]:
             '{"error": {"code": ..., "message": ...}} with the matching HTTP status.',
         },
         "paths": {
-            "/api/search": {"get": {
-                "summary": "Search by text, in any language",
-                "parameters": [
-                    _param("q", "query", {"type": "string", "maxLength": MAX_QUERY_CHARS}, "The query.", True),
-                    K,
-                    _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0},
-                           f"Skip this many hits (paging); k + offset <= {MAX_K}."),
-                    _param("lang", "query", {"type": "string"}, "The query's language (ISO 639), "
-                           "instead of detecting it."),
-                    _param("rerank", "query", {"type": "string"}, "Reranking method, where the engine "
-                           "offers reranking (e.g. margin, none)."),
-                ],
-                "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 500, 503),
-            }},
-            "/api/similar/{image_id}": {"get": {
-                "summary": "More like this: images nearest to an indexed image (itself left out)",
-                "parameters": [ID, K],
-                "responses": {"200": _json({**hits, "properties": {**hits["properties"], "id": {"type": "integer"}}},
-                                           "Hits, best first.")} | _errors(400, 404, 500, 503),
-            }},
-            "/api/search/image": {"post": {
-                "summary": "Search by an uploaded image",
-                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                    "type": "object", "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"},
-                                   "k": {"type": "integer", "minimum": 1, "maximum": MAX_K}},
-                }}}},
-                "responses": {"200": _json(hits, "Hits, best first.")} | _errors(400, 413, 500, 503),
-            }},
-            "/api/images/{image_id}": {"get": {
-                "summary": "An image's catalog record and links",
-                "parameters": [ID],
-                "responses": {"200": _json(_ref("Image"), "The catalog record.")} | _errors(404, 500, 503),
-            }},
-            "/api/health": {"get": {
-                "summary": "Whether an index is loaded and searchable",
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "status": {"const": "ok"}, "images": {"type": "integer"}, "model": {"type": "string"}}},
-                    "Ready.")} | _errors(503),
-            }},
-            "/api/stats": {"get": {
-                "summary": "Index information and request counters",
-                "responses": {"200": _json({"type": "object"}, "Index manifest, counts and counters.")},
-            }},
-            "/api/openapi.json": {"get": {
-                "summary": "This document",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
-            }},
-            "/images/{image_id}/thumb": {"get": {
-                "summary": "JPEG thumbnail of an indexed image",
-                "parameters": [ID, _param("size", "query", {"type": "integer", "enum": list(THUMB_SIZES),
-                                          "default": THUMB_SIZES[0]}, "Longest side in pixels.")],
-                "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}}
-                | _errors(400, 404, 500, 503),
-            }},
-            "/images/{image_id}/file": {"get": {
-                "summary": "The indexed image file itself",
-                "parameters": [ID],
-                "responses": {"200": {"description": "The file's bytes", "content": {"image/*": {}}}}
-                | _errors(404, 500, 503),
-            }},
+            "/api/search": {
+                "get": {
+                    "summary": "Search by text, in any language",
+                    "parameters": [
+                        _param("q", "query", {"type": "string", "maxLength": MAX_QUERY_CHARS}, "The query.", True),
+                        K,
+                        _param(
+                            "offset",
+                            "query",
+                            {"type": "integer", "minimum": 0, "default": 0},
+                            f"Skip this many hits (paging); k + offset <= {MAX_K}.",
+                        ),
+                        _param(
+                            "lang",
+                            "query",
+                            {"type": "string"},
+                            "The query's language (ISO 639), instead of detecting it.",
+                        ),
+                        _param(
+                            "rerank",
+                            "query",
+                            {"enum": list(RERANK_MODES)},
+                            "Candidate reranking; default: the index's (normally distance).",
+                        ),
+                        _param(
+                            "margin_k",
+                            "query",
+                            {"enum": [str(k) for k in MARGIN_KS]},
+                            "Neighbourhood size for reranking; default: the index's.",
+                        ),
+                        _param(
+                            "nprobe",
+                            "query",
+                            {"type": "integer", "minimum": 1},
+                            "Inverted lists scanned (IVF indexes); default: the index's.",
+                        ),
+                        _param(
+                            "refine_factor",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_REFINE_FACTOR},
+                            "k * this many candidates are re-scored exactly; default: the index's.",
+                        ),
+                    ],
+                    "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 500, 503),
+                }
+            },
+            "/api/similar/{image_id}": {
+                "get": {
+                    "summary": "More like this: images nearest to an indexed image (itself left out)",
+                    "parameters": [ID, K],
+                    "responses": {
+                        "200": _json(
+                            {**hits, "properties": {**hits["properties"], "id": {"type": "integer"}}},
+                            "Hits, best first.",
+                        )
+                    }
+                    | _errors(400, 404, 500, 503),
+                }
+            },
+            "/api/search/image": {
+                "post": {
+                    "summary": "Search by an uploaded image",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image"],
+                                    "properties": {
+                                        "image": {"type": "string", "format": "binary"},
+                                        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": _json(hits, "Hits, best first.")} | _errors(400, 413, 500, 503),
+                }
+            },
+            "/api/images/{image_id}": {
+                "get": {
+                    "summary": "An image's catalog record and links",
+                    "parameters": [ID],
+                    "responses": {"200": _json(_ref("Image"), "The catalog record.")} | _errors(404, 500, 503),
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Whether an index is loaded and searchable",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"const": "ok"},
+                                    "images": {"type": "integer"},
+                                    "model": {"type": "string"},
+                                },
+                            },
+                            "Ready.",
+                        )
+                    }
+                    | _errors(503),
+                }
+            },
+            "/api/stats": {
+                "get": {
+                    "summary": "Index information and request counters",
+                    "responses": {"200": _json({"type": "object"}, "Index manifest, counts and counters.")},
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+                }
+            },
+            "/images/{image_id}/thumb": {
+                "get": {
+                    "summary": "JPEG thumbnail of an indexed image",
+                    "parameters": [
+                        ID,
+                        _param(
+                            "size",
+                            "query",
+                            {"type": "integer", "enum": list(THUMB_SIZES), "default": THUMB_SIZES[0]},
+                            "Longest side in pixels.",
+                        ),
+                    ],
+                    "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}}
+                    | _errors(400, 404, 500, 503),
+                }
+            },
+            "/images/{image_id}/file": {
+                "get": {
+                    "summary": "The indexed image file itself",
+                    "parameters": [ID],
+                    "responses": {"200": {"description": "The file's bytes", "content": {"image/*": {}}}}
+                    | _errors(404, 500, 503),
+                }
+            },
         },
         "components": {
             "schemas": {
-                "Hit": {"type": "object", "required": ["id", "path", "score", "cosine"], "properties": {
-                    "id": {"type": "integer"},
-                    "path": {"type": "string"},
-                    "score": {"type": "number", "description": "Ranking score (after any reranking)."},
-                    "cosine": {"type": "number", "description": "Cosine similarity of query and image."},
-                }},
-                "Language": {"type": "object", "properties": {
-                    "code": {"type": "string", "description": "ISO 639 code; 'und' if undetermined."},
-                    "name": {"type": "string"},
-                    "confidence": {"type": "number"},
-                    "source": {"enum": ["model", "script", "given", "none"]},
-                }},
-                "TextResults": {**hits, "properties": {
-                    **hits["properties"],
-                    "query": {"type": "string"},
-                    "offset": {"type": "integer"},
-                    "language": _ref("Language"),
-                    "next_offset": {"type": ["integer", "null"], "description": "Offset of the next page."},
-                }},
-                "Image": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "path": {"type": "string"}, "name": {"type": "string"},
-                    "bytes": {"type": "integer"}, "mtime": {"type": "number"}, "sha256": {"type": "string"},
-                    "width": {"type": "integer"}, "height": {"type": "integer"}, "added": {"type": "number"},
-                    "thumb_url": {"type": "string"}, "file_url": {"type": "string"},
-                    "page_url": {"type": "string"},
-                }},
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                }}},
+                "Hit": {
+                    "type": "object",
+                    "required": ["id", "path", "score", "cosine"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "path": {"type": "string"},
+                        "score": {"type": "number", "description": "Ranking score (after any reranking)."},
+                        "cosine": {"type": "number", "description": "Cosine similarity of query and image."},
+                    },
+                },
+                "Language": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string", "description": "ISO 639 code; 'und' if undetermined."},
+                        "name": {"type": "string"},
+                        "confidence": {"type": "number"},
+                        "source": {"enum": ["model", "script", "given", "none"]},
+                    },
+                },
+                "TextResults": {
+                    **hits,
+                    "properties": {
+                        **hits["properties"],
+                        "query": {"type": "string"},
+                        "offset": {"type": "integer"},
+                        "language": _ref("Language"),
+                        "next_offset": {"type": ["integer", "null"], "description": "Offset of the next page."},
+                    },
+                },
+                "Image": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "path": {"type": "string"},
+                        "name": {"type": "string"},
+                        "bytes": {"type": "integer"},
+                        "mtime": {"type": "number"},
+                        "sha256": {"type": "string"},
+                        "width": {"type": "integer"},
+                        "height": {"type": "integer"},
+                        "added": {"type": "number"},
+                        "thumb_url": {"type": "string"},
+                        "file_url": {"type": "string"},
+                        "page_url": {"type": "string"},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        }
+                    },
+                },
             },
             "responses": error_responses,
         },

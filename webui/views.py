@@ -10,18 +10,11 @@ from typing import Any
 from flask import Blueprint, current_app, render_template, request
 
 from babelsearch.engine.errors import BabelsearchError
-from babelsearch.engine.search import MAX_K
+from babelsearch.engine.options import MAX_K
 
-from .app import (
-    WebError,
-    describe_error,
-    image_row,
-    image_search,
-    int_arg,
-    similar_search,
-    state,
-    text_search,
-)
+from .errors import WebError, describe_error
+from .searching import image_row, image_search, int_arg, search_options, similar_search, text_search
+from .state import state
 
 views = Blueprint("views", __name__)
 
@@ -64,10 +57,9 @@ def home():
             image_id = int_arg(request.args, "like", 0, 0, 2**63 - 1)
             context.update(like=image_row(image_id), results=similar_search(image_id, k))
         elif query.strip():
+            options = search_options(request.args, k)
             offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1)
-            context["results"] = text_search(
-                query, k, offset, request.args.get("lang") or None, request.args.get("rerank") or None
-            )
+            context["results"] = text_search(query, options, offset, request.args.get("lang") or None)
     except (WebError, BabelsearchError) as exc:
         return _page_with_error(exc, context)
     return render_template("search.html", **context)
@@ -79,7 +71,8 @@ def search_by_image():
     try:
         k = context["k"] = int_arg(request.values, "k", current_app.config["PAGE_SIZE"], 1, MAX_K)
         upload = request.files.get("image")
-        context.update(results=image_search(upload, k), upload_name=upload.filename)
+        results = image_search(upload, k)  # a 400 page when the form had no file
+        context.update(results=results, upload_name=upload.filename if upload else "")
     except (WebError, BabelsearchError) as exc:
         return _page_with_error(exc, context)
     return render_template("search.html", **context)

@@ -9,7 +9,8 @@ or an exact name together with a factory.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -69,9 +70,7 @@ def get_encoder(spec: str = DEFAULT_MODEL) -> Encoder:
     for prefix, factory in _prefixes.items():
         if spec.startswith(prefix):
             return factory(spec)
-    raise UnknownModel(
-        f"unknown model {spec!r}; available: {', '.join(available_models())}"
-    )
+    raise UnknownModel(f"unknown model {spec!r}; available: {', '.join(available_models())}")
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -88,3 +87,34 @@ def _babel_lite(spec: str) -> Encoder:
 
 
 register_encoder("babel-lite", _babel_lite)
+
+
+# CLIP backends (open_clip_torch, sentence-transformers: the "clip" extra), imported on first use
+def _openclip(spec: str) -> Encoder:
+    from .openclip import load_openclip
+
+    return load_openclip(spec)
+
+
+def _sentence_transformers(spec: str) -> Encoder:
+    from .sentence_transformers import load_sentence_transformers
+
+    return load_sentence_transformers(spec)
+
+
+def _local(spec: str) -> Encoder:
+    from .local import resolve_local
+
+    found = resolve_local(spec)
+    if found.kind == "openclip":
+        from .openclip import load_local_openclip
+
+        return load_local_openclip(spec, found)
+    from .sentence_transformers import load_local_sentence_transformers
+
+    return load_local_sentence_transformers(spec, found)
+
+
+register_encoder("openclip:", _openclip)
+register_encoder("st:", _sentence_transformers)
+register_encoder("local:", _local)

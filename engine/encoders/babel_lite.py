@@ -62,7 +62,7 @@ def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...])
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types savez(file, *args) only
     return buffer.getvalue()
 
 
@@ -166,7 +166,7 @@ class BabelLiteEncoder:
         if min(w, h) != IMAGE_SHORT_SIDE:
             scale = IMAGE_SHORT_SIDE / min(w, h)
             size = (max(IMAGE_SHORT_SIDE, round(w * scale)), max(IMAGE_SHORT_SIDE, round(h * scale)))
-            image = image.resize(size, Image.BILINEAR)
+            image = image.resize(size, Image.Resampling.BILINEAR)
             w, h = image.size
         left, top = (w - IMAGE_CROP) // 2, (h - IMAGE_CROP) // 2
         return np.asarray(image.crop((left, top, left + IMAGE_CROP, top + IMAGE_CROP)), dtype=np.uint8)

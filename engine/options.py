@@ -1,0 +1,149 @@
+"""What one search may ask for: SearchOptions, checked once where it is made, and the query limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypedDict
+
+import numpy as np
+
+from . import rerank as rr
+from .errors import InvalidQuery
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 1000
+MAX_REFINE_FACTOR = 100
+
+__all__ = [
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "MAX_REFINE_FACTOR",
+    "ImageKeywords",
+    "SearchKeywords",
+    "SearchOptions",
+    "check_text",
+    "from_call",
+]
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The parameters of one search; None takes the index's default (its manifest).
+
+    ``k``: hits wanted (1 to MAX_K). ``rerank``: "margin", "distance", "csls" or "none".
+    ``margin_k``: the reranking neighbourhood (1-16, 32, 64, 128, 256 or "all"). ``nprobe``: inverted
+    lists scanned (IVF indexes). ``refine_factor``: k * refine_factor candidates are re-scored exactly
+    (1 to MAX_REFINE_FACTOR). A bad value raises InvalidQuery here, so an object that exists is valid.
+    """
+
+    k: int = 10
+    rerank: str | None = None
+    margin_k: int | str | None = None
+    nprobe: int | None = None
+    refine_factor: int | None = None
+
+    def __post_init__(self) -> None:
+        # frozen: the checked values (numpy integers made plain ints) are set through object.__setattr__
+        set_ = object.__setattr__
+        if not _is_int(self.k) or not 1 <= self.k <= MAX_K:
+            raise InvalidQuery(f"k must be an integer from 1 to {MAX_K}, got {self.k!r}")
+        set_(self, "k", int(self.k))
+        if self.rerank is not None and self.rerank not in rr.RERANK_MODES:
+            raise InvalidQuery(f"rerank must be one of {', '.join(rr.RERANK_MODES)}, got {self.rerank!r}")
+        if self.margin_k is not None:
+            try:
+                rr.check_margin_k(self.margin_k)
+            except ValueError:
+                raise InvalidQuery(
+                    f"margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got {self.margin_k!r}"
+                ) from None
+            set_(self, "margin_k", self.margin_k if isinstance(self.margin_k, str) else int(self.margin_k))
+        if self.nprobe is not None:
+            set_(self, "nprobe", _positive("nprobe", self.nprobe))
+        if self.refine_factor is not None:
+            set_(self, "refine_factor", _positive("refine_factor", self.refine_factor, MAX_REFINE_FACTOR))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any] | None = None, **more: Any) -> SearchOptions:
+        """Options from loose values, such as a web request's arguments or a form: only the option
+        names are read (others, like q or offset, are left alone), None and "" mean "not given", and
+        whole numbers written as text are read as numbers. ``more`` overrides ``values``."""
+        unknown = set(more) - set(_NAMES)
+        if unknown:
+            raise TypeError(f"unknown search options: {', '.join(sorted(unknown))}")
+        merged = {**(values or {}), **more}
+        given: dict[str, Any] = {}
+        for name in _NAMES:
+            value = merged.get(name)
+            if isinstance(value, str):
+                value = value.strip()
+                # "all" (margin_k) and mode names stay text; digits become the number they spell
+                value = int(value) if value.isascii() and value.isdigit() else value
+            if value is not None and value != "":
+                given[name] = value
+        return cls(**given)
+
+
+_NAMES = tuple(field.name for field in fields(SearchOptions))
+
+
+class SearchKeywords(TypedDict, total=False):
+    """What a text or vector search takes as keywords besides k (one list, so that the engine's
+    signatures do not each repeat it); the meaning is SearchOptions'."""
+
+    rerank: str | None
+    margin_k: int | str | None
+    nprobe: int | None
+    refine_factor: int | None
+
+
+class ImageKeywords(TypedDict, total=False):
+    """What an image query takes besides k: it ranks by plain cosine, so no rerank or margin_k."""
+
+    nprobe: int | None
+    refine_factor: int | None
+
+
+TEXT_KEYWORDS = tuple(SearchKeywords.__annotations__)
+IMAGE_KEYWORDS = tuple(ImageKeywords.__annotations__)
+
+
+def from_call(
+    options: SearchOptions | None, k: int | None, keywords: Mapping[str, Any], allowed: tuple[str, ...] = TEXT_KEYWORDS
+) -> SearchOptions:
+    """The options of one engine call, which takes ``options=`` or k and the ``allowed`` keywords."""
+    unknown = sorted(set(keywords) - set(allowed))
+    if unknown:
+        raise TypeError(f"unexpected search option {unknown[0]!r} (this call takes k, {', '.join(allowed)})")
+    given = {name: value for name, value in {"k": k, **keywords}.items() if value is not None}
+    if options is None:
+        return SearchOptions(**given)
+    if not isinstance(options, SearchOptions):
+        raise TypeError(f"options must be a SearchOptions, got {type(options).__name__}")
+    if given:
+        # merging would make a second object to check; one source of truth per call is clearer
+        raise TypeError(f"pass options= or {', '.join(given)} as keywords, not both")
+    return options
+
+
+def check_text(text: Any) -> str:
+    """A text query as given, or InvalidQuery saying why it cannot be searched."""
+    if not isinstance(text, str):
+        raise InvalidQuery(f"a query must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidQuery("the query is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidQuery(f"the query is too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+    return text
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _positive(name: str, value: Any, most: int | None = None) -> int:
+    if not _is_int(value) or value < 1 or (most is not None and value > most):
+        limit = f" from 1 to {most}" if most else " of at least 1"
+        raise InvalidQuery(f"{name} must be an integer{limit}, got {value!r}")
+    return int(value)
