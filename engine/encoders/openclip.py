@@ -121,7 +121,10 @@ class OpenClipEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         parts = []
         for start in range(0, len(images), self.image_batch_size):
-            chunk = [img if img.mode == "RGB" else img.convert("RGB") for img in images[start : start + self.image_batch_size]]
+            chunk = [
+                img if img.mode == "RGB" else img.convert("RGB")
+                for img in images[start : start + self.image_batch_size]
+            ]
             pixels = torch.stack([self.preprocess(img) for img in chunk]).to(self.device)
             with torch.inference_mode(), self._autocast():
                 parts.append(self.model.encode_image(pixels).float().cpu().numpy())
@@ -264,7 +267,6 @@ def load_openclip(spec: str) -> OpenClipEncoder:
     text_cfg = dict(model_cfg["text_cfg"])
     checkpoint = _hub_checkpoint(spec, pretrained_cfg)
     overrides: dict[str, Any] = {}
-    tokenizer = None
     if text_cfg.get("hf_model_name"):
         text_cfg["hf_model_name"] = str(hub_snapshot(spec, text_cfg["hf_model_name"], ("config.json",)))
         text_cfg["hf_model_pretrained"] = False  # the CLIP checkpoint holds the text tower's weights
@@ -281,7 +283,9 @@ def load_openclip(spec: str) -> OpenClipEncoder:
         device=device,
         force_quick_gelu=bool(pretrained_cfg.get("quick_gelu", False)),
         # a checkpoint path, unlike a tag, carries no mean/std/resize: give the tag's
-        force_preprocess_cfg={k: v for k, v in pretrained_cfg.items() if k in ("mean", "std", "interpolation", "resize_mode")},
+        force_preprocess_cfg={
+            k: v for k, v in pretrained_cfg.items() if k in ("mean", "std", "interpolation", "resize_mode")
+        },
         **overrides,
     )
     model.eval()
@@ -322,7 +326,9 @@ def load_local_openclip(spec: str, found: LocalModel) -> OpenClipEncoder:
         raise UnknownModel(f"{path}/open_clip_config.json is not an open_clip config with model_cfg ({exc})") from None
     checkpoint = _local_checkpoint(path)
     if checkpoint is None:
-        raise UnknownModel(f"{path} has open_clip_config.json but no weights (open_clip_pytorch_model.bin or .safetensors)")
+        raise UnknownModel(
+            f"{path} has open_clip_config.json but no weights (open_clip_pytorch_model.bin or .safetensors)"
+        )
     overrides: dict[str, Any] = {}
     if text_cfg.get("hf_model_name"):
         if not hf_config_dir(path):
@@ -339,7 +345,11 @@ def load_local_openclip(spec: str, found: LocalModel) -> OpenClipEncoder:
     device = resolve_device()
     model = open_clip.create_model(f"local-dir:{path}", device=device, **overrides)
     model.eval()
-    tokenizer = _hf_tokenizer(path, text_cfg) if text_cfg.get("hf_tokenizer_name") else open_clip.get_tokenizer(f"local-dir:{path}")
+    tokenizer = (
+        _hf_tokenizer(path, text_cfg)
+        if text_cfg.get("hf_tokenizer_name")
+        else open_clip.get_tokenizer(f"local-dir:{path}")
+    )
     return OpenClipEncoder(
         spec,
         model,

@@ -21,10 +21,10 @@ from ..errors import UnknownModel
 from . import normalize_rows
 from .local import (
     LocalModel,
-    hub_unreachable_reason,
-    is_missing_error,
     batch_size_for,
     fingerprint,
+    hub_unreachable_reason,
+    is_missing_error,
     models_cache_dir,
     raise_unavailable,
     resolve_device,
