@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick lint format eval-sample clean serve bench-server bench-encode bench-index
+.PHONY: help install demo test test-quick lint format eval-sample clean serve bench-server bench-encode bench-index bench-ray
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint,clip,ray]'
 	touch $@
 
 demo: install  ## Build the demo collection into data/, index it, search it in several languages
@@ -58,3 +58,6 @@ bench-server: install  ## Load test: 32 concurrent clients x 3000 mixed requests
 
 bench-encode: install  ## Indexing images/s (decode, model, end to end) and query latency of babel-lite
 	$(BIN)/python benchmarks/bench_encode.py
+
+bench-ray: install  ## Indexing images/s single-process vs Ray (a local Ray, 2 workers) on the shared sample
+	$(BIN)/python benchmarks/bench_ray.py

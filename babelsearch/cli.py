@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
+import re
+import signal
+import sqlite3
 import sys
 import time
 
@@ -24,13 +28,53 @@ def _margin_k(ctx, param, value):
         raise click.BadParameter(f"expected a whole number or 'all', got {value!r}") from None
 
 
+# what a full disk, a file-size limit (ulimit -f), a read-only or forbidden directory raise
+_FILE_SYSTEM_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EFBIG", "EROFS", "EACCES", "EPERM", "EDQUOT", "EIO")
+    if hasattr(errno, name)
+)
+_WRITING_COMMANDS = frozenset({"index", "bank_update", "demo"})
+
+
+def _file_system_error(exc: OSError, command: str) -> str:
+    from babelsearch.engine.catalog import display_path
+
+    where = display_path(str(exc.filename)) if exc.filename else "the index"
+    line = f"Error: {where}: {exc.strerror or exc}"
+    if command in _WRITING_COMMANDS:
+        fix = {
+            errno.ENOSPC: "free some space",
+            errno.EFBIG: "lift the file-size limit (ulimit -f)",
+            getattr(errno, "EDQUOT", errno.ENOSPC): "free some space (disk quota)",
+        }.get(exc.errno or 0, "make the index directory writable" if exc.errno != errno.EIO else "fix the disk")
+        # the write order (writer.py) keeps every committed state searchable, whatever write fails
+        line += f"; nothing already indexed is lost and the index still searches as before; {fix} and run again"
+    return line
+
+
 def _domain_errors(func):
-    """Turn babelsearch's own errors into one clear line and exit status 1 (2: model unavailable), never a traceback."""
+    """Turn babelsearch's own errors into one clear line and exit status 1 (2: model unavailable), never a traceback.
+
+    So do the file system's (disk full, ``ulimit -f``, read-only, no permission) and a damaged catalog's."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except sqlite3.Error as exc:
+                from babelsearch.engine.catalog import sqlite_failure
+
+                failure = sqlite_failure(exc, kwargs.get("index_dir") or "the index")
+                if failure is exc:
+                    raise
+                raise failure from None
+        except OSError as exc:
+            if exc.errno not in _FILE_SYSTEM_ERRNOS:
+                raise
+            click.echo(_file_system_error(exc, func.__name__), err=True)
+            sys.exit(1)
         except ModelUnavailable as exc:
             # exit 2, not 1: the command was right, the model's weights are missing (offline, not cached)
             click.echo(f"Error: {exc}", err=True)
@@ -108,11 +152,32 @@ def _log_to_stderr() -> None:
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
+    "--max-file-mb",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Skip files larger than this many MiB (with that reason) without reading them.",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Drop damaged or missing shards (and a damaged catalog) and embed their images again from SOURCES.",
+)
+@click.option(
     "--query-bank",
     "query_bank",
     multiple=True,
     type=click.Path(dir_okay=False),
     help="Extra query-bank file for margin reranking (one query a line); repeatable.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Decode and embed on Ray: alone, a local Ray on this machine; auto or HOST:PORT, a running cluster.",
 )
 @_domain_errors
 def index(
@@ -128,18 +193,34 @@ def index(
     batch_size,
     workers,
     quiet,
+    max_file_mb,
+    repair,
     query_bank,
+    ray_address,
 ) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
     from babelsearch.indexer import IndexOptions, build_index, index_embeddings
 
+    if ray_address is not None:
+        from babelsearch.indexer.distributed import check_address
+
+        check_address(ray_address)  # first: `--ray SOURCE` took the source as its address
     if bool(sources) == bool(embeddings):
         raise click.UsageError("give SOURCES (folders, path lists) or --embeddings VECTORS.npy, not both")
     if metadata and not embeddings:
         raise click.UsageError("--metadata goes with --embeddings")
     if query_bank and embeddings:
         raise click.UsageError("--query-bank needs a model to embed it; it does not go with --embeddings")
-    options = IndexOptions(shard_size=shard_size, index_factory=index_factory, device=device, retrain=retrain)
+    if ray_address is not None and embeddings:
+        raise click.UsageError("--ray embeds images on Ray; --embeddings are vectors already, added here")
+    options = IndexOptions(
+        shard_size=shard_size,
+        index_factory=index_factory,
+        device=device,
+        retrain=retrain,
+        max_file_bytes=max_file_mb << 20,
+        repair=repair,
+    )
     if embeddings:
         report = index_embeddings(
             embeddings, index_dir, metadata=metadata, model=model, options=options, progress=not quiet
@@ -154,9 +235,13 @@ def index(
             progress=not quiet,
             options=options,
             query_bank=list(query_bank) or None,
+            ray=ray_address,
         )
+    from babelsearch.engine.catalog import display_path
+
     for failed in report.skipped[:20]:
-        click.echo(f"skipped {failed.path}: {failed.reason}", err=True)
+        # a file name may hold a newline, escape sequences or bytes that are not UTF-8: shown escaped
+        click.echo(f"skipped {display_path(str(failed.path))}: {display_path(failed.reason)}", err=True)
     if len(report.skipped) > 20:
         click.echo(f"... and {len(report.skipped) - 20} more skipped", err=True)
     click.echo(report.summary())
@@ -210,22 +295,44 @@ def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json
             "took_ms": round(took_ms, 2),
             "results": [hit.to_json() for hit in hits],
         }
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        click.echo(_json_text(payload))
         return
+    from babelsearch.engine.catalog import display_path
+
     if not hits:
         click.echo("no results")
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.path}")
+        # one hit, one line: a newline or an escape sequence in a file name is shown escaped
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_text(payload) -> str:
+    """JSON as UTF-8 text. The surrogates that stand for the bytes of a file name that is not UTF-8 are
+    written as ``\\udcff`` escapes (UTF-8 cannot hold them): json.loads gives the same str back, which
+    os.fsencode turns into the name's bytes."""
+    text = json.dumps(payload, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @cli.command()
 @click.argument("index_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Verify that the manifest, shard, vector, id and catalog files agree; exit 1 listing the problems.",
+)
 @_domain_errors
-def info(index_dir, as_json) -> None:
-    """Show an index's manifest and counts."""
+def info(index_dir, as_json, check) -> None:
+    """Show an index's manifest and counts (--check: verify every file)."""
     from babelsearch.engine import SearchEngine
 
+    if check:
+        _check(index_dir, as_json)
+        return
     details = SearchEngine.open(index_dir).info()
     if as_json:
         click.echo(json.dumps(details, ensure_ascii=False, indent=2))
@@ -247,6 +354,32 @@ def info(index_dir, as_json) -> None:
             f"{rerank.get('candidates')} candidates"
         )
     click.echo(f"{'updated':>15}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(details['updated']))}")
+
+
+def _check(index_dir, as_json: bool) -> None:
+    from babelsearch.engine.catalog import display_path
+    from babelsearch.engine.check import check_index
+
+    report = check_index(index_dir)
+    if as_json:
+        click.echo(_json_text(report.to_json()))
+    else:
+        for problem in report.problems:
+            click.echo(f"problem: {display_path(problem)}")
+        for warning in report.warnings:
+            click.echo(f"warning: {display_path(warning)}")
+        counts = f"{report.images} images, {report.vectors} vectors in {report.shards} shards"
+        if report.ok:
+            click.echo(f"ok: {display_path(str(index_dir))} ({counts})")
+        else:
+            click.echo(
+                f"damaged: {display_path(str(index_dir))} has {len(report.problems)} problems ({counts}); "
+                f"`babelsearch index SOURCES --index {display_path(str(index_dir))} --repair` drops what they "
+                "spoil and embeds those images again",
+                err=True,
+            )
+    if not report.ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -290,26 +423,36 @@ def demo(data_dir, k) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
+@click.option(
+    "--connection-limit",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Open connections at most (idle ones included); more wait to be accepted.",
+)
+@click.option(
+    "--channel-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="Seconds an idle or half-sent connection is kept open.",
+)
 @_domain_errors
-def serve(index_dir, host, port, threads) -> None:
-    """Serve INDEX_DIR: a search page in the browser, a JSON API under /api (waitress)."""
-    from waitress import create_server
+def serve(index_dir, host, port, threads, connection_limit, channel_timeout) -> None:
+    """Serve INDEX_DIR: a search page in the browser, a JSON API under /api (waitress).
 
+    New images indexed into INDEX_DIR meanwhile are served without a restart."""
     from babelsearch.engine import SearchEngine
     from babelsearch.webui import create_app
+    from babelsearch.webui.server import create_server
     from babelsearch.webui.state import warm_up
 
     engine = SearchEngine.open(index_dir)
     app = create_app({"INDEX_DIR": index_dir, "ENGINE": engine})
     try:
-        # waitress refuses bodies far over the app's upload limit itself, before buffering them
+        # the limits that keep slow and idle clients from starving it: babelsearch.webui.server
         server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="babelsearch",
-            max_request_body_size=4 * app.config["MAX_CONTENT_LENGTH"],
+            app, host, port, threads, connection_limit=connection_limit, channel_timeout=channel_timeout
         )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -399,6 +542,41 @@ def eval_command(index_dir, truth, labels, languages, ks, modes, margin_k, out_d
         click.echo(f"wrote {path}", err=True)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models(as_json) -> None:
+    """The documented model specs for --model: dimension, languages, licence, local weights, published figures."""
+    from babelsearch.engine.encoders.local import MODELS_ENV, hub_cache_dir
+    from babelsearch.engine.encoders.specs import BENCHMARKS, SOURCES, describe_models
+
+    rows = describe_models()
+    if as_json:
+        payload = {"models": rows, "cache": hub_cache_dir(), "sources": SOURCES}
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    header = ["spec", "dim", "languages", "licence", "local", *BENCHMARKS]
+    table = [
+        [
+            row["spec"],
+            str(row["dim"]),
+            row["languages"],
+            row["licence"],
+            "yes" if row["present"] else "no",
+            *(next((f"{f['value']:.3f}" for f in row["figures"] if f["benchmark"] == b), "-") for b in BENCHMARKS),
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+    for line in [header, *table]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    click.echo("")
+    for key, source in SOURCES.items():
+        click.echo(f"figures ({key}): {source}")
+    click.echo(
+        f"weights cache: {hub_cache_dir()} (set {MODELS_ENV} to use another; --model local:DIR for a copy you have)"
+    )
+
+
 @cli.group()
 def bank() -> None:
     """The query bank behind margin reranking."""
@@ -444,6 +622,10 @@ def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candid
 
 
 def main() -> None:
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit (ulimit -f) a write then fails with EFBIG, which is reported in one
+        # line, instead of the signal killing the process without a word
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     cli(prog_name="babelsearch")
 
 

@@ -3,11 +3,18 @@
 Tables: ``images`` (one row per image; row id == FAISS id) and ``margin_terms`` (an image's r(y)
 per k in ``rerank.MARGIN_KS``, float32 bytes). Readers use the read functions; the indexer, which
 holds the index lock, uses the writing ones.
+
+Paths: a file name that is not valid UTF-8 (bytes such as ``\xff`` from an old disk or archive) reaches
+Python as a str with surrogate escapes (``os.fsdecode``), which SQLite text cannot hold. Such a path is
+stored as its raw bytes (a BLOB in the ``path`` column, so it stays unique and lossless) and read back as
+the same surrogate-escaped str, which ``open()`` accepts; ``display_path`` shows it escaped.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +22,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from .layout import CATALOG
+from .layout import CATALOG, CATALOG_HINT, damaged
 
 IMAGES = "images"
 TERMS_TABLE = "margin_terms"
@@ -33,6 +40,126 @@ def open_catalog(index_dir: str | os.PathLike, readonly: bool = False) -> sqlite
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         return sqlite_utils.Database(conn)
     return sqlite_utils.Database(path)
+
+
+# -- paths ----------------------------------------------------------------------------------------
+def stored_path(path: str) -> str | bytes:
+    """What the ``path`` column holds for a path: the str, or the raw bytes of a name that is not UTF-8.
+
+    A str that is not a file system name either (a lone surrogate not from ``os.fsdecode``) raises
+    UnicodeEncodeError: the indexer skips that file with the reason."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def read_path(value: str | bytes) -> str:
+    """The path a ``path`` column value stands for (see ``stored_path``)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _with_path(row: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(row.get("path"), bytes):
+        row["path"] = read_path(row["path"])
+    return row
+
+
+# characters a terminal would act on or that change how a line reads: controls (a newline would split a
+# result), line separators, bidirectional overrides, and surrogates (the bytes of a name that is not UTF-8)
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_UNSAFE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029{_BIDI}\\ud800-\\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_path(text: str) -> str:
+    """``text`` safe to print on one line: control, bidi and escape characters as ``\\n``, ``\\x1b``,
+    ``\\u202e``; the undecodable bytes of a non-UTF-8 name as ``\\xff``. For people, not for open()."""
+
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        code = ord(char)
+        if char in _NAMED:
+            return _NAMED[char]
+        if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape of the byte code - 0xDC00
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNSAFE.sub(escape, text)
+
+
+# -- opening, and telling a damaged catalog from a full disk ---------------------------------------
+def probe_catalog(index_dir: str | os.PathLike) -> int:
+    """Open the catalog read-only and read its images table through (cheap: one count); returns the count.
+
+    A missing, empty, truncated or overwritten catalog.db raises IndexDamaged with the way out."""
+    path = Path(index_dir) / CATALOG
+    if not path.is_file():
+        raise damaged(index_dir, CATALOG, "is missing", CATALOG_HINT)
+    for attempt in range(2):
+        try:
+            return _probe(index_dir)
+        except sqlite3.DatabaseError as exc:
+            if attempt == 0 and getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":
+                _roll_back(path)
+                continue
+            failure = sqlite_failure(exc, index_dir)
+            if failure is exc:  # busy, locked: not damage
+                raise
+            raise failure from None
+    raise AssertionError("unreachable")
+
+
+def _roll_back(path: Path) -> None:
+    """Put back the last committed catalog from a hot journal.
+
+    A write that failed half-way (disk full, ulimit -f) and whose rollback failed too leaves one; only
+    a read-write connection may roll it back (SQLite does so on its first read), and until then no
+    read-only reader can open the catalog at all. Where even that fails, the error says why."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("select count(*) from sqlite_master").fetchall()
+    finally:
+        conn.close()
+
+
+def _probe(index_dir: str | os.PathLike) -> int:
+    db = None
+    try:
+        db = open_catalog(index_dir, readonly=True)
+        if IMAGES not in db.table_names():
+            raise damaged(index_dir, CATALOG, "has no images table (empty, or not babelsearch's)", CATALOG_HINT)
+        columns = {column.name for column in db[IMAGES].columns}
+        if not set(IMAGE_COLUMNS) <= columns:
+            raise damaged(index_dir, CATALOG, f"lacks the columns {sorted(set(IMAGE_COLUMNS) - columns)}", CATALOG_HINT)
+        row = next(db.query(f"select count(*) as n, max(id) as m from {IMAGES}"))
+        return int(row["n"])
+    finally:
+        if db is not None:
+            db.close()
+
+
+def sqlite_failure(exc: sqlite3.Error, index_dir: str | os.PathLike) -> Exception:
+    """The error to report for a SQLite failure on the catalog: an OSError for a full, limited, read-only
+    or failing disk (what the user fixes outside), IndexDamaged for a damaged file, else ``exc`` itself."""
+    import errno
+
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    path = str(Path(index_dir) / CATALOG)
+    if code == "SQLITE_FULL":
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    if code.startswith("SQLITE_READONLY"):
+        return OSError(errno.EROFS, "the catalog cannot be written (read-only)", path)
+    if code.startswith("SQLITE_IOERR") or code.startswith("SQLITE_CANTOPEN"):
+        return OSError(
+            errno.EIO,
+            f"{exc} (a full disk, a file-size limit such as `ulimit -f`, no permission, or a failing disk)",
+            path,
+        )
+    if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "malformed" in str(exc) or "not a database" in str(exc):
+        return damaged(index_dir, CATALOG, f"cannot be read ({exc})", CATALOG_HINT)
+    return exc
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:
@@ -72,7 +199,7 @@ def rows_by_ids(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, dict
     found: dict[int, dict[str, Any]] = {}
     for chunk, marks in id_chunks(ids):
         for row in db.query(f"select * from {IMAGES} where id in ({marks})", chunk):
-            found[row["id"]] = row
+            found[row["id"]] = _with_path(row)
     return found
 
 
@@ -93,18 +220,18 @@ def image_ids(db: sqlite_utils.Database) -> np.ndarray:
 
 def file_records(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """(id, path, bytes, mtime, sha256) of every image: what tells an unchanged file or vector."""
-    return list(db.query(f"select id, path, bytes, mtime, sha256 from {IMAGES}"))
+    return [_with_path(row) for row in db.query(f"select id, path, bytes, mtime, sha256 from {IMAGES}")]
 
 
 def ids_by_path(db: sqlite_utils.Database) -> dict[str, int]:
     """{path: id} of every image."""
-    return {path: image_id for image_id, path in db.execute(f"select id, path from {IMAGES}")}
+    return {read_path(path): image_id for image_id, path in db.execute(f"select id, path from {IMAGES}")}
 
 
 # -- images: write --------------------------------------------------------------------------------
 def insert_images(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
     """Insert rows (dicts with any of IMAGE_COLUMNS) in one transaction."""
-    values = [tuple(row.get(c) for c in IMAGE_COLUMNS) for row in rows]
+    values = [tuple(stored_path(row[c]) if c == "path" else row.get(c) for c in IMAGE_COLUMNS) for row in rows]
     marks = ",".join("?" * len(IMAGE_COLUMNS))
     with db.conn:
         db.conn.executemany(f"insert into {IMAGES} ({','.join(IMAGE_COLUMNS)}) values ({marks})", values)

@@ -39,3 +39,11 @@ class InvalidSetting(BabelsearchError):
 
 class IndexBusy(BabelsearchError):
     """Another indexing run is writing the same index directory."""
+
+
+class ModelUnavailable(BabelsearchError):
+    """A model whose weights are neither cached nor downloadable now (offline); the CLI exits with 2."""
+
+
+class IndexDamaged(IncompatibleIndex):
+    """A file of the index is missing, unreadable or disagrees with the others; the message names it and the way out."""

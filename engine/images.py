@@ -1,15 +1,77 @@
-"""Opening images safely, for the indexer, the thumbnailer and query uploads (PIL is imported only when called)."""
+"""Opening images safely, for the indexer, the thumbnailer and query uploads (PIL is imported only when called).
+
+Safe means: only regular files are read (a FIFO named x.jpg would block forever, a link to /dev/zero
+read until memory ran out), at most ``MAX_FILE_BYTES`` of them; at most ``MAX_PIXELS`` are decoded;
+and the work of preparing an image for a model is bounded by the centre crop the model keeps
+(``resize_short_side``), whatever the image's shape.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
+import stat
 from typing import Any
 
 from .errors import InvalidImage
 
 # Decompression-bomb guard: images with more pixels are refused with a clear reason.
 MAX_PIXELS = 250_000_000
+# Files larger than this are not read (a scanned TIFF of MAX_PIXELS is about 750 MB; photos are far smaller).
+MAX_FILE_BYTES = 1 << 30
+# The models look at a centre crop about as wide as high. Of an image thinner than 1:MAX_ASPECT only the
+# middle can reach that crop, so only the middle is scaled: a 1x4000 strip whose shorter side is scaled up
+# to 256 would otherwise be a 256x1,024,000 image (0.8 GB) for a crop of 224x224. Up to this ratio (every
+# photo, panoramas too) nothing changes.
+MAX_ASPECT = 16
+
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+    """The bytes and stat of a regular file of at most ``max_bytes``.
+
+    Anything else (a FIFO, a device, a socket, a folder, a link to one of them, or a file too large)
+    raises InvalidImage saying what it is, without reading it; a file that cannot be opened raises
+    the OSError."""
+    before = os.stat(path)  # follows links: what matters is what a read would read
+    _check_regular(path, before, max_bytes)
+    # O_NONBLOCK: a file swapped for a FIFO between the stat and the open must not block the open
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        opened = os.fstat(fd)
+        _check_regular(path, opened, max_bytes)
+        data = fh.read(max_bytes + 1)  # a file that grew meanwhile is still read no further
+    if len(data) > max_bytes:
+        raise InvalidImage(f"larger than the limit of {_size(max_bytes)}")
+    return data, opened
+
+
+def _check_regular(path: str | os.PathLike, info: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a file")
+        if os.path.islink(path):
+            kind = f"a link to {os.fsdecode(os.readlink(os.fsencode(path)))}, {kind}"
+        raise InvalidImage(f"not a regular file ({kind}); only regular files are read")
+    if info.st_size > max_bytes:
+        raise InvalidImage(f"larger than the limit of {_size(max_bytes)} ({_size(info.st_size)})")
+
+
+def _size(n: int) -> str:
+    mib = 1 << 20
+    if n and n % mib == 0:
+        return f"{n // mib:,} MiB"
+    return f"{n / mib:,.1f} MiB" if n >= 10 * mib else f"{n:,} bytes"
+
 
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture a quarter
 
@@ -18,17 +80,23 @@ def open_image(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
     """Decode a file or bytes into an RGB PIL image with EXIF orientation applied.
 
     ``reduce_to`` lets JPEG decode at 1/2..1/8 scale when the result still has that shorter side
-    (much faster for big photos). Anything undecodable or too large raises ``InvalidImage``.
+    (much faster for big photos). Anything undecodable or too large, and a path that is not a
+    regular file (see ``read_regular_file``), raises ``InvalidImage``.
     """
     return open_image_and_size(source, reduce_to)[0]
 
 
 def open_image_and_size(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> tuple[Any, tuple[int, int]]:
     """Like ``open_image``, and the original (width, height) as shown, i.e. after EXIF orientation."""
+    if not isinstance(source, bytes):
+        try:
+            source = read_regular_file(source)[0]
+        except OSError as exc:
+            raise InvalidImage(f"cannot be read ({exc.strerror or exc})") from None
     Image, ImageOps = _pil()
     try:
         # open reads the header only: the pixel count is checked here, before anything is decoded
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = Image.open(io.BytesIO(source))
         if image.width * image.height > MAX_PIXELS:
             raise InvalidImage(f"image too large ({image.width}x{image.height} pixels)")
         swapped = image.getexif().get(0x0112, 1) in _SWAPPING_ORIENTATIONS
@@ -44,8 +112,50 @@ def open_image_and_size(source: str | os.PathLike | bytes, reduce_to: int | None
         raise
     except Image.DecompressionBombError:  # more than twice MAX_PIXELS: refused by Pillow's own guard
         raise InvalidImage("image too large (more pixels than a photo has)") from None
+    except Image.UnidentifiedImageError:  # its message names a BytesIO object, which tells a person nothing
+        raise InvalidImage("not a readable image (not in any format Pillow reads, or its start is damaged)") from None
     except Exception as exc:  # PIL raises many types for damaged data; each becomes one message
-        raise InvalidImage(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        raise InvalidImage(f"not a readable image ({describe_error(exc)})") from None
+
+
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for a reason shown to people: no ``<_io.BytesIO object at 0x...>``."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def centre_strip(image: Any, max_aspect: float = MAX_ASPECT) -> Any:
+    """An image thinner than 1:``max_aspect`` cut to its middle at that ratio (the part a centre crop can
+    keep); any other image as it is."""
+    width, height = image.size
+    keep = max(1, math.ceil(min(width, height) * max_aspect))
+    if max(width, height) <= keep:
+        return image
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def resize_short_side(image: Any, short_side: int, max_aspect: float = MAX_ASPECT) -> Any:
+    """The image with its shorter side exactly ``short_side`` (bilinear), for a model's centre crop.
+
+    A very thin image is first cut to its middle (``centre_strip``), so the work and memory stay bounded
+    by what the crop keeps (at most ``short_side`` x ``max_aspect * short_side`` pixels), never by how
+    far a 1-pixel side would be scaled up."""
+    from PIL import Image
+
+    image = centre_strip(image, max_aspect)
+    width, height = image.size
+    if min(width, height) == short_side:
+        return image
+    scale = short_side / min(width, height)
+    size = (max(short_side, round(width * scale)), max(short_side, round(height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def to_rgb(image: Any) -> Any:

@@ -14,21 +14,23 @@ under a fresh number, the manifest is switched to it, and only then is the old f
 that no manifest references are leftovers of an interrupted run and are removed by the next one.
 
 A directory without a manifest is not an index; a manifest from a newer format or another model is
-refused with a message that says what to do.
+refused with a message that says what to do. Every file a manifest names lies inside the index directory
+(a relative path without ``..``): a manifest that names ``/etc/passwd`` or ``../x`` is damaged, never read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import IncompatibleIndex, IndexNotFound
+from .errors import IncompatibleIndex, IndexDamaged, IndexNotFound
 
 FORMAT_NAME = "babelsearch-index"
 FORMAT_VERSION = 2
@@ -84,8 +86,10 @@ class Manifest:
                 f"{FORMAT_VERSION}: upgrade babelsearch or rebuild the index"
             )
         try:
-            shards = [ShardInfo(**s) for s in data.get("shards", [])]
+            shards = [_checked_shard(ShardInfo(**s), where) for s in data.get("shards", [])]
             trained = data.get("trained")
+            if trained is not None:
+                inside_index(trained, where)
             return cls(
                 model=str(data["model"]),
                 dim=int(data["dim"]),
@@ -104,7 +108,56 @@ class Manifest:
                 shard_size=int(data.get("shard_size", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise IncompatibleIndex(f"{where} is damaged ({exc!r}); rebuild the index") from exc
+            raise IndexDamaged(f"{where} is damaged ({exc!r}); rebuild the index") from exc
+
+
+def _checked_shard(shard: ShardInfo, where: Path) -> ShardInfo:
+    inside_index(shard.file, where)
+    for name in (shard.ids, shard.vectors):  # None in format 1
+        if name is not None:
+            inside_index(name, where)
+    if isinstance(shard.count, bool) or not isinstance(shard.count, int) or shard.count < 0:
+        raise IndexDamaged(f"{where} is damaged (shard {shard.file!r} has count {shard.count!r}); rebuild the index")
+    return shard
+
+
+# a backslash or a drive colon would leave the directory on Windows; NUL ends a C string early
+_ESCAPING = re.compile(r"[\\:\x00]")
+
+
+def inside_index(name: object, where: Path) -> str:
+    """``name`` if it is a relative path that stays inside the index directory, else IndexDamaged.
+
+    Lexical, so a shards/ folder that is a link to another disk still works; what is refused is a
+    manifest (edited, damaged or hostile) that would make a reader open a file elsewhere."""
+    if (
+        not isinstance(name, str)
+        or not name.strip("/")
+        or name.startswith("/")
+        or any(part == ".." or _ESCAPING.search(part) for part in PurePosixPath(name).parts)
+    ):
+        raise IndexDamaged(
+            f"{where} is damaged: it names the file {name!r}, which is not inside the index directory "
+            "(paths there are relative, without '..'); rebuild the index, or restore the manifest from a backup"
+        )
+    return name
+
+
+REPAIR_HINT = (
+    "run `babelsearch index SOURCES --index {index_dir} --repair` (the folders or --embeddings it was built from) "
+    "to drop what it held and embed those images again, or `babelsearch info {index_dir} --check` to list every problem"
+)
+
+
+CATALOG_HINT = (
+    "run `babelsearch index SOURCES --index {index_dir} --repair` (the folders or --embeddings it was built from) "
+    "to set it aside, start a new one and embed every image again"
+)
+
+
+def damaged(index_dir: str | os.PathLike, name: str, problem: str, way_out: str = REPAIR_HINT) -> IndexDamaged:
+    """The one shape of a "damaged" error: the index, the file (relative to it), what is wrong, the way out."""
+    return IndexDamaged(f"index {index_dir} is damaged: {name} {problem}; " + way_out.format(index_dir=index_dir))
 
 
 def manifest_path(index_dir: Path) -> Path:
@@ -120,9 +173,9 @@ def read_manifest(index_dir: str | os.PathLike) -> Manifest:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise IncompatibleIndex(f"{path} cannot be read ({exc}); rebuild the index") from exc
+        raise IndexDamaged(f"{path} is damaged: it cannot be read ({exc}); rebuild the index") from exc
     if not isinstance(data, dict):
-        raise IncompatibleIndex(f"{path} is not a babelsearch manifest")
+        raise IndexDamaged(f"{path} is damaged (not a babelsearch manifest); rebuild the index")
     return Manifest.from_json(data, path)
 
 

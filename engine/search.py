@@ -12,10 +12,18 @@ import numpy as np
 
 from . import rerank as rr
 from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
-from .catalog import count_images, open_catalog, rows_by_ids
+from .catalog import count_images, open_catalog, probe_catalog, rows_by_ids
 from .encoders import Encoder, get_encoder
-from .errors import ImageNotFound, IncompatibleIndex, InvalidQuery
-from .layout import PRECOMPUTED_MODEL, Manifest, check_model, check_model_version, check_readable, read_manifest
+from .errors import ImageNotFound, InvalidQuery
+from .layout import (
+    PRECOMPUTED_MODEL,
+    Manifest,
+    check_model,
+    check_model_version,
+    check_readable,
+    damaged,
+    read_manifest,
+)
 from .options import IMAGE_KEYWORDS, MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, SearchOptions, check_text, from_call
 from .shards import ShardSet
 
@@ -65,7 +73,10 @@ class SearchEngine:
     def open(
         cls, index_dir: str | os.PathLike, model: str | None = None, encoder: Encoder | None = None
     ) -> SearchEngine:
-        """Open an index; ``model`` (a spec) must match the one it was built with, if given."""
+        """Open an index; ``model`` (a spec) must match the one it was built with, if given.
+
+        A damaged index (a file missing, unreadable or disagreeing with the manifest; a manifest naming
+        files outside the directory) raises IndexDamaged naming the file and the way out."""
         index_dir = Path(index_dir)
         for attempt in range(3):
             manifest = read_manifest(index_dir)
@@ -73,15 +84,25 @@ class SearchEngine:
             check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
             if encoder is not None:
                 check_model_version(manifest, encoder, index_dir)
+            probe_catalog(index_dir)
             try:
                 shards = ShardSet.open(index_dir, manifest)
             except FileNotFoundError as exc:
                 # a concurrent `index` run replaced a shard between our manifest read and the open
                 if attempt == 2:
-                    raise IncompatibleIndex(f"index {index_dir} is damaged: {exc} is missing") from None
+                    name = Path(exc.filename or str(exc))
+                    shown = name.relative_to(index_dir) if name.is_relative_to(index_dir) else name
+                    raise damaged(index_dir, str(shown), "is missing") from None
                 continue
             return cls(index_dir, manifest, shards, encoder)
         raise AssertionError("unreachable")
+
+    def reopen(self) -> SearchEngine:
+        """A new engine for the same directory as its manifest is now (a newer generation, committed by
+        an ``index`` run), sharing this engine's encoder if it is loaded, so the model is not loaded twice.
+        This engine is left as it was: searches already running on it finish on the old generation. A
+        directory rebuilt with another model is refused (IncompatibleIndex), like ``open(model=...)``."""
+        return type(self).open(self.index_dir, model=self.manifest.model, encoder=self._encoder)
 
     # -- properties ------------------------------------------------------------------------------
     @property

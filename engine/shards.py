@@ -13,6 +13,7 @@ Each shard keeps its vectors beside it (``*.vectors.npy``, memory-mapped, rows s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import Manifest
+from .layout import Manifest, ShardInfo, damaged
 
 # candidate vectors re-scored at once: bounds the (queries, candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
@@ -69,19 +70,23 @@ class ShardSet:
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, manifest: Manifest) -> ShardSet:
-        import faiss
-
+        """Every shard of ``manifest``; a file that is missing raises FileNotFoundError (a concurrent run may
+        have replaced it: the caller reads the manifest again), one that cannot be used raises IndexDamaged."""
         index_dir = Path(index_dir)
-        for shard in manifest.shards:  # a file replaced since the manifest was read: the caller retries
+        for shard in manifest.shards:
             for name in (shard.file, shard.ids, shard.vectors):
                 if not name or not (index_dir / name).is_file():
                     raise FileNotFoundError(index_dir / str(name))
-        stores = [RefineStore.open(index_dir / str(s.ids), index_dir / str(s.vectors)) for s in manifest.shards]
+        stores = [open_store(index_dir, manifest, s) for s in manifest.shards]
         if manifest.factory != "Flat" and manifest.shards:
-            indexes = [read_ivf_shard(index_dir / s.file) for s in manifest.shards]
-            return cls(manifest.dim, stores, ivf_index=combine_ivf_shards(indexes))
+            indexes = [read_shard_index(index_dir, manifest, s, mmap=True) for s in manifest.shards]
+            try:
+                combined = combine_ivf_shards(indexes)
+            except (RuntimeError, ValueError) as exc:
+                raise damaged(index_dir, "shards/", f"do not fit together ({exc})") from None
+            return cls(manifest.dim, stores, ivf_index=combined)
         return cls(
-            manifest.dim, stores, flat_indexes=[faiss.read_index(str(index_dir / s.file)) for s in manifest.shards]
+            manifest.dim, stores, flat_indexes=[read_shard_index(index_dir, manifest, s) for s in manifest.shards]
         )
 
     @property
@@ -172,6 +177,67 @@ class ShardSet:
             return self.candidates(queries, k, nprobe)
         scores, ids = self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1])
         return scores[:, :k], ids[:, :k]
+
+
+def open_store(index_dir: Path, manifest: Manifest, shard: ShardInfo) -> RefineStore:
+    """A shard's refine files, checked against the manifest (ids sorted int64, vectors (count, dim))."""
+    name = str(shard.ids)
+    try:
+        ids = _load_npy(index_dir / name)
+        if ids.ndim != 1 or ids.dtype != np.int64 or len(ids) != shard.count:
+            raise ValueError(f"holds {ids.dtype} {ids.shape}, the manifest says int64 ({shard.count},)")
+        name = str(shard.vectors)
+        vectors = _load_npy(index_dir / name)
+        wanted = (shard.count, manifest.dim)
+        if vectors.shape != wanted or vectors.dtype != np.dtype(manifest.refine_dtype):
+            raise ValueError(
+                f"holds {vectors.dtype} {vectors.shape}, the manifest says {manifest.refine_dtype} {wanted}"
+            )
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, TypeError) as exc:
+        raise damaged(index_dir, name, f"cannot be read ({_reason(exc)})") from None
+    return RefineStore(ids.view(np.ndarray), vectors.view(np.ndarray))
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":  # else numpy tries it as a pickle, and suggests loading it unsafely
+            raise ValueError("not a .npy file")
+    return np.load(path, mmap_mode="r")
+
+
+def read_shard_index(index_dir: Path, manifest: Manifest, shard: ShardInfo, mmap: bool = False):
+    """A shard's faiss index, checked against the manifest (dim, vector count); IVF lists memory-mapped
+    with ``mmap``. Garbage, a truncated file or another index's file raises IndexDamaged."""
+    import faiss
+
+    path = index_dir / shard.file
+    try:
+        index = read_ivf_shard(path) if mmap else faiss.read_index(str(path))
+    except RuntimeError as exc:
+        if not path.exists():
+            raise FileNotFoundError(path) from None
+        raise damaged(index_dir, shard.file, f"cannot be read as a faiss index ({_reason(exc)})") from None
+    except MemoryError:  # garbage whose sizes read as huge
+        raise damaged(index_dir, shard.file, "cannot be read as a faiss index (sizes past any memory)") from None
+    if index.d != manifest.dim or index.ntotal != shard.count:
+        raise damaged(
+            index_dir,
+            shard.file,
+            f"holds {index.ntotal} vectors of dim {index.d}; the manifest says {shard.count} of dim {manifest.dim}",
+        )
+    if (manifest.factory != "Flat") != is_ivf(index):
+        raise damaged(index_dir, shard.file, f"is not a shard of a {manifest.factory} index")
+    return index
+
+
+_FAISS_LOCATION = re.compile(r"^Error in .*? at \S+:\d+: (?:Error: )?")
+
+
+def _reason(exc: BaseException) -> str:
+    """An error's message without faiss' C++ source location."""
+    return _FAISS_LOCATION.sub("", str(exc).strip()) or type(exc).__name__
 
 
 def _clean(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

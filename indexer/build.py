@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_mode
 import sys
 import time
 from collections import deque
@@ -19,11 +20,13 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from babelsearch.engine.catalog import file_records, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
+from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST
 
 from .bank_terms import refresh_image_terms
@@ -50,17 +53,23 @@ class IndexReport:
     train_seconds: float = 0.0
     add_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    reused: int = 0  # Ray builds: images an interrupted run had embedded, taken from its staging
+    workers: dict[str, tuple[int, float]] = field(default_factory=dict)  # Ray worker -> (images, busy s)
 
     @property
     def images_per_second(self) -> float:
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"indexed {self.indexed}, unchanged {self.unchanged}, skipped {len(self.skipped)}, "
             f"changed {self.changed}, removed {self.removed}, "
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
         )
+        if self.workers:
+            rates = ", ".join(f"{name} {n / s if s > 0 else 0.0:.1f}" for name, (n, s) in sorted(self.workers.items()))
+            text += f"; {len(self.workers)} Ray workers (images/s each): {rates}"
+        return text
 
 
 @dataclass
@@ -71,6 +80,8 @@ class IndexOptions:
     index_factory: str | None = None  # faiss factory string (None: chosen from collection size)
     device: str = "auto"  # where faiss trains and adds: auto, cpu, cuda
     retrain: bool = False  # retrain the quantizer even if the collection has not outgrown it
+    max_file_bytes: int = MAX_FILE_BYTES  # larger files are skipped with that reason, never read
+    repair: bool = False  # drop damaged or missing shards (and a damaged catalog) and embed their images again
 
 
 def build_index(
@@ -83,38 +94,57 @@ def build_index(
     encoder: Encoder | None = None,
     options: IndexOptions | None = None,
     query_bank: list[str | os.PathLike] | None = None,
+    ray: str | bool | None = None,
 ) -> IndexReport:
     """Make ``index_dir`` (created, or brought up to date) index every image under ``sources``.
 
     ``query_bank``: user bank files for margin reranking (None keeps the index's; see engine.bank).
+    ``ray``: decode and embed on Ray (indexer/distributed.py): True or "local" starts a local Ray on
+    this machine, "auto" or an address joins a running cluster; None or False builds in this process.
     """
     started = time.perf_counter()
     options = options or IndexOptions()
     index_dir = Path(index_dir)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    runner = None
+    if ray is not None and ray is not False:
+        from .distributed import RayBuild
+
+        # before anything is read or written: without Ray installed this is the one clear error
+        runner = RayBuild(ray, batch_size=batch_size, workers=workers, progress=progress, encoder=encoder)
     source_paths = [Path(s).expanduser() for s in sources]
     paths = collect_images(source_paths)
     asked = model if model is not None else (encoder.name if encoder is not None else None)
     if encoder is None and not (index_dir / MANIFEST).exists():
         # a new index has no model of its own to read: a bad spec fails before any file is made
         encoder = get_encoder(asked or DEFAULT_MODEL)
-    writer = open_writer(index_dir, asked, options)  # reads the manifest and checks the model, once
+    # reads the manifest and checks the model, once
+    writer = open_writer(index_dir, asked, options, writer_class=runner.writer_class if runner else IndexWriter)
     report = IndexReport(index_dir=index_dir, found=len(paths))
     try:
         encoder = encoder or get_encoder(writer.manifest.model)
         writer.use_encoder(encoder)
+        if runner is not None:
+            runner.start(writer)  # before planning: a retrain's shard rebuild is filled on Ray too
         todo, gone, changed = _compare_with_catalog(writer.db, paths, source_paths)
         report.unchanged = len(paths) - len(todo)
         report.changed = len(changed)
         report.removed = writer.remove(gone + changed) - len(changed)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain)
-        _embed_and_add(writer, todo, encoder, batch_size, workers, progress, report)
+        if runner is not None:
+            runner.embed_and_add(writer, todo, encoder, report, options.max_file_bytes)
+        else:
+            _embed_and_add(writer, todo, encoder, batch_size, workers, progress, report, options.max_file_bytes)
         writer.finish()
         # the margin terms of the new images, still under the lock and with the writer's manifest
         refresh_image_terms(writer.index_dir, writer.manifest, writer.db, encoder, bank_files=query_bank)
+        if runner is not None:
+            runner.committed(writer)  # everything staged is in the index now
     finally:
         writer.close()
+        if runner is not None:
+            runner.close()
     _fill_report(report, writer, started)
     return report
 
@@ -125,14 +155,16 @@ def open_writer(
     options: IndexOptions,
     dim: int | None = None,
     default_model: str = DEFAULT_MODEL,
+    writer_class: type[IndexWriter] = IndexWriter,
 ) -> IndexWriter:
-    return IndexWriter.open(
+    return writer_class.open(
         index_dir,
         model=model,
         dim=dim,
         shard_size=options.shard_size,
         device=options.device,
         default_model=default_model,
+        repair=options.repair,
     )
 
 
@@ -159,6 +191,10 @@ def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[l
             stat = path.stat()
         except OSError:
             continue  # gone since it was listed: handled with the others below
+        if not stat_mode.S_ISREG(stat.st_mode):  # now a FIFO or a device: never hashed (a read would block)
+            changed.append(row["id"])
+            todo.append(path)  # the decoder says what it is
+            continue
         if row["bytes"] == stat.st_size and row["mtime"] == stat.st_mtime:
             continue
         if row["sha256"] and _file_sha256(path) == row["sha256"]:
@@ -173,9 +209,20 @@ def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[l
     gone = [
         row["id"]
         for path, row in known.items()
-        if (path in listed or path.startswith(tuple(folders))) and not os.path.exists(path)
+        if (path in listed or path.startswith(tuple(folders))) and _is_gone(path)
     ]
     return todo, gone, changed
+
+
+def _is_gone(path: str) -> bool:
+    """Only a file known not to exist is gone: one in a folder that cannot be read (EACCES) is kept."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return not os.path.exists(path)  # a link whose target is gone
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -197,46 +244,67 @@ def _embed_and_add(
     workers: int | None,
     progress: bool,
     report: IndexReport,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> None:
-    next_id = writer.next_id()
     bar = _progress_bar(len(todo), progress)
     short_side = getattr(encoder, "preprocess_short_side", None)
-    since_checkpoint = 0
     try:
-        for batch in _batches(_decode_all(todo, short_side, workers, lookahead=2 * batch_size), batch_size):
-            good = [item for item in batch if isinstance(item, Decoded)]
-            report.skipped.extend(item for item in batch if isinstance(item, Failed))
-            if good:
-                vectors = encoder.encode_images([item.image for item in good])
-                ids = np.arange(next_id, next_id + len(good), dtype=np.int64)
-                next_id += len(good)
-                now = time.time()
-                rows = [
-                    {
-                        "id": int(i),
-                        "path": str(item.path),
-                        "bytes": item.bytes,
-                        "mtime": item.mtime,
-                        "sha256": item.sha256,
-                        "width": item.width,
-                        "height": item.height,
-                        "added": now,
-                    }
-                    for i, item in zip(ids, good)
-                ]
-                writer.add(ids, vectors, rows)
-                report.indexed += len(good)
-                since_checkpoint += len(good)
-            bar.update(len(batch))
-            if since_checkpoint >= CHECKPOINT_EVERY:
-                writer.flush()
-                since_checkpoint = 0
+        decoded = _decode_all(todo, short_side, workers, lookahead=2 * batch_size, max_bytes=max_bytes)
+        embedded = (
+            (batch, encoder.encode_images([item.image for item in batch if isinstance(item, Decoded)]))
+            if any(isinstance(item, Decoded) for item in batch)
+            else (batch, None)
+            for batch in _batches(decoded, batch_size)
+        )
+        add_embedded(writer, embedded, report, bar)
     finally:
         bar.close()
 
 
+def add_embedded(
+    writer: IndexWriter,
+    batches: Iterable[tuple[list[Decoded | Failed], np.ndarray | None]],
+    report: IndexReport,
+    bar: Any,
+) -> None:
+    """Add (batch of decode results in input order, the vectors of its Decoded items) to the writer:
+    ids from ``writer.next_id()`` in that order, the catalog rows, a durable save every
+    CHECKPOINT_EVERY images. The one add loop of the local and the Ray build, so both give the same
+    ids and the same sequence of writes (and so the same training sample)."""
+    next_id = writer.next_id()
+    since_checkpoint = 0
+    for batch, vectors in batches:
+        good = [item for item in batch if isinstance(item, Decoded)]
+        report.skipped.extend(item for item in batch if isinstance(item, Failed))
+        if good:
+            assert vectors is not None, "a batch with decoded images comes with their vectors"
+            ids = np.arange(next_id, next_id + len(good), dtype=np.int64)
+            next_id += len(good)
+            now = time.time()
+            rows = [
+                {
+                    "id": int(i),
+                    "path": str(item.path),
+                    "bytes": item.bytes,
+                    "mtime": item.mtime,
+                    "sha256": item.sha256,
+                    "width": item.width,
+                    "height": item.height,
+                    "added": now,
+                }
+                for i, item in zip(ids, good)
+            ]
+            writer.add(ids, vectors, rows)
+            report.indexed += len(good)
+            since_checkpoint += len(good)
+        bar.update(len(batch))
+        if since_checkpoint >= CHECKPOINT_EVERY:
+            writer.flush()
+            since_checkpoint = 0
+
+
 def _decode_all(
-    paths: list[Path], short_side: int | None, workers: int | None, lookahead: int = 0
+    paths: list[Path], short_side: int | None, workers: int | None, lookahead: int = 0, max_bytes: int = MAX_FILE_BYTES
 ) -> Iterator[Decoded | Failed]:
     """Decode in worker threads, in order, with a bounded look-ahead so memory stays flat.
 
@@ -250,14 +318,14 @@ def _decode_all(
         queue: deque = deque()
         it = iter(paths)
         for path in it:
-            queue.append(pool.submit(decode_image, path, short_side))
+            queue.append(pool.submit(decode_image, path, short_side, max_bytes))
             if len(queue) >= window:
                 break
         while queue:
             result = queue.popleft().result()
             nxt = next(it, None)
             if nxt is not None:
-                queue.append(pool.submit(decode_image, nxt, short_side))
+                queue.append(pool.submit(decode_image, nxt, short_side, max_bytes))
             yield result
 
 

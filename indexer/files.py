@@ -8,8 +8,10 @@ destroys the index (the files it names were deleted by the run that replaced the
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -78,11 +80,44 @@ def serialize(index) -> bytes:
     return faiss.serialize_index(index).tobytes()
 
 
+# faiss reports a failed write as RuntimeError("... write error in FILE: 12 != 4096 (No space left on device)")
+_FAISS_WRITE_ERROR = re.compile(r"write error in (?P<file>.*?): \d+ != \d+ \((?P<reason>[^()]*)\)")
+_ERRNO_BY_MESSAGE = {
+    os.strerror(code): code
+    for code in (
+        getattr(errno, name, None) for name in ("ENOSPC", "EFBIG", "EROFS", "EACCES", "EPERM", "EDQUOT", "EIO")
+    )
+    if code is not None
+}
+
+
 def write_faiss(index, path: Path) -> None:
-    """The faiss index at ``path``, atomically."""
+    """The faiss index at ``path``, atomically. A failed write (disk full, ``ulimit -f``, read-only)
+    raises OSError with its errno, as Python's own writes do, not faiss' RuntimeError."""
     import faiss
 
-    atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+    def write(tmp: Path) -> None:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as exc:
+            found = _FAISS_WRITE_ERROR.search(str(exc))
+            if found is None:
+                raise
+            reason = found.group("reason")
+            raise OSError(_ERRNO_BY_MESSAGE.get(reason, errno.EIO), reason, str(path)) from None
+
+    atomic_write(path, write)
+
+
+class _PythonWrites:
+    """A file that numpy writes through ``write`` calls (in chunks): a failed write then raises OSError
+    with its errno (ENOSPC, EFBIG), where numpy's own fwrite says only "N requested and M written"."""
+
+    def __init__(self, fh) -> None:
+        self._fh = fh
+
+    def write(self, data) -> int:
+        return self._fh.write(data)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -90,7 +125,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.save(path) would append ".npy" to the name
-            np.save(fh, array)
+            np.lib.format.write_array(_PythonWrites(fh), np.asanyarray(array), allow_pickle=False)
 
     atomic_write(path, write)
 

@@ -3,19 +3,39 @@
 Each repair restores a state a committed manifest describes (see the write order in writer.py):
 files no manifest references are deleted, vectors without catalog rows are dropped, a lost or
 stale ``trained.faiss`` is rebuilt from a shard, and a format-1 index is rewritten as format 2.
+
+Damage no interruption leaves (a shard file missing or unreadable, a catalog that is not a database)
+stops the run with the way out, unless it runs with ``repair``: a damaged shard is then dropped with
+its catalog rows, and a damaged catalog is set aside (``catalog.db.damaged``) for a new one, so that
+the run embeds those images again from its sources.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from babelsearch.engine.catalog import image_ids
-from babelsearch.engine.errors import IncompatibleIndex
-from babelsearch.engine.layout import CATALOG, FORMAT_VERSION, SHARDS_DIR, atomic_write_bytes, write_manifest
+from babelsearch.engine.catalog import delete_images, image_ids, probe_catalog
+from babelsearch.engine.check import faiss_ids
+from babelsearch.engine.errors import IncompatibleIndex, IndexDamaged
+from babelsearch.engine.layout import (
+    CATALOG,
+    CATALOG_HINT,
+    FORMAT_VERSION,
+    SHARDS_DIR,
+    Manifest,
+    ShardInfo,
+    atomic_write_bytes,
+    damaged,
+    write_manifest,
+)
+from babelsearch.engine.shards import open_store, read_shard_index
 
 from .factory import FLAT
 from .files import LOCK, serialize, sha256_bytes
@@ -37,13 +57,101 @@ def check_new_directory(index_dir: Path) -> None:
         raise IncompatibleIndex(f"{index_dir} is not empty and holds no babelsearch index; choose another --index")
 
 
-def recover(writer: IndexWriter, upgrade: bool) -> None:
-    """Undo what an interrupted run left: stray files, a stale trained.faiss, orphan vectors."""
+def check_catalog(index_dir: Path, manifest: Manifest, repair: bool) -> str | None:
+    """Refuse (IndexDamaged) to write into an existing index whose catalog is missing or damaged; with
+    ``repair``, set a damaged one aside so a new one is made. Returns a note of what was repaired."""
+    path = index_dir / CATALOG
+    try:
+        probe_catalog(index_dir)
+    except IndexDamaged:
+        if not repair:
+            raise
+    else:
+        problem = _quick_check(path)
+        if problem is None:
+            return None
+        if not repair:
+            raise damaged(index_dir, CATALOG, problem, CATALOG_HINT)
+    if path.exists():
+        aside = path.with_name(f"{CATALOG}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        for suffix in ("-journal", "-wal", "-shm"):  # a journal belongs to the damaged file, not the new one
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        where = f"set aside as {aside.name}"
+    else:
+        where = "missing"
+    return (
+        f"repaired: {CATALOG} was damaged ({where}); a new one is made and the "
+        f"{sum(s.count for s in manifest.shards)} vectors without rows in it are dropped, so this run "
+        "embeds every image of its sources again"
+    )
+
+
+def _quick_check(path: Path) -> str | None:
+    """SQLite's quick_check on the catalog (every page read once): None if it is sound."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        verdict = [row[0] for row in conn.execute("pragma quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        return f"cannot be read ({exc})"
+    finally:
+        conn.close()
+    return None if verdict == ["ok"] else f"fails SQLite's integrity check ({'; '.join(verdict)})"
+
+
+def recover(writer: IndexWriter, upgrade: bool, repair: bool = False) -> None:
+    """Undo what an interrupted run left: stray files, a stale trained.faiss, orphan vectors; refuse a
+    damaged shard with the way out, or with ``repair`` drop it (see the module doc)."""
     writer.next_number = remove_strays(writer) + 1
     if upgrade:
         upgrade_v1(writer)
+    else:
+        check_shards(writer, repair)
     load_template(writer)
     drop_orphans(writer)
+
+
+def shard_problem(writer: IndexWriter, shard: ShardInfo) -> tuple[str, str] | None:
+    """(file, what is wrong) for a shard whose files are missing or cannot be used; None if it is sound."""
+    for name in (shard.file, shard.ids, shard.vectors):
+        if not name or not (writer.index_dir / name).is_file():
+            return str(name), "is missing"
+    try:
+        store = open_store(writer.index_dir, writer.manifest, shard)
+        index = read_shard_index(writer.index_dir, writer.manifest, shard, mmap=True)
+    except IndexDamaged as exc:
+        text = str(exc).partition(" is damaged: ")[2].split("; run `babelsearch index", 1)[0]
+        name, _, problem = text.partition(" ")
+        return name, problem
+    held = faiss_ids(index)  # one pass over the ids: a shard whose id file is another's would lose images
+    if held is not None and not np.array_equal(np.sort(held), np.asarray(store.ids)):
+        return str(shard.ids), f"holds other ids than {shard.file}"
+    return None
+
+
+def check_shards(writer: IndexWriter, repair: bool) -> None:
+    """Every shard the manifest names can be read; else IndexDamaged (naming the first file and the way
+    out), or with ``repair`` the damaged shards are dropped from the manifest and their catalog rows
+    deleted first (the order of a removal), so this run embeds those images again from its sources."""
+    bad = [(shard, found) for shard in writer.shards if (found := shard_problem(writer, shard)) is not None]
+    if not bad:
+        return
+    if not repair:
+        name, problem = bad[0][1]
+        more = f" (and {len(bad) - 1} more damaged shards)" if len(bad) > 1 else ""
+        raise damaged(writer.index_dir, name, problem + more)
+    kept = [shard for shard in writer.shards if all(shard is not b for b, _ in bad)]
+    kept_ids = [np.asarray(writer.store(shard).ids) for shard in kept]
+    held = np.concatenate(kept_ids) if kept_ids else np.zeros(0, np.int64)
+    known = image_ids(writer.db)
+    lost = known[~np.isin(known, held)]
+    delete_images(writer.db, lost.tolist())  # rows first, then the shards: the order of any removal
+    writer.commit(kept, [shard for shard, _ in bad])
+    names = ", ".join(found[0] for _, found in bad)
+    writer.note(
+        f"repaired: dropped {len(bad)} damaged shards ({names}) and the {len(lost)} images they held; "
+        "this run embeds those of its sources again"
+    )
 
 
 def remove_strays(writer: IndexWriter) -> int:
@@ -109,12 +217,17 @@ def load_template(writer: IndexWriter) -> None:
 
 
 def drop_orphans(writer: IndexWriter) -> None:
-    """Vectors whose catalog rows never got written (interrupted run) are removed."""
-    if not writer.shards:
-        return
+    """Vectors whose catalog rows never got written (interrupted run) are removed, and catalog rows
+    without a vector (no interruption leaves them; a repaired or damaged shard does) are deleted, so
+    that this run embeds their images again instead of keeping them unfindable."""
     known = image_ids(writer.db)
     stores = [writer.store(s) for s in writer.shards]
-    orphans = np.concatenate([np.asarray(s.ids)[~np.isin(np.asarray(s.ids), known)] for s in stores])
+    held = np.concatenate([np.asarray(s.ids) for s in stores]) if stores else np.zeros(0, np.int64)
+    lost = known[~np.isin(known, held)]
+    if len(lost):
+        delete_images(writer.db, lost.tolist())
+        writer.note(f"{len(lost)} catalog rows had no vector; their images are embedded again")
+    orphans = held[~np.isin(held, known)]
     if len(orphans):
         writer.drop_vectors(orphans)
         writer.note(f"dropped {len(orphans)} vectors an interrupted run left without catalog rows")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,7 +19,9 @@ def collect_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
 
     A folder is walked recursively for known image extensions; a ``.txt``/``.csv``/``.tsv``/``.lst``
     file lists one path per line (CSV/TSV: the ``path`` column, else the first column; relative
-    paths are relative to the list file). A path listed but missing is kept: the decoder reports it.
+    paths are relative to the list file). A path listed but missing is kept: the decoder reports it,
+    as it reports what is not a regular file (a FIFO, a device). A broken link is kept under its own
+    name, not its target's, so that the report names the file a person can find.
     """
     seen: dict[Path, None] = {}
     for source in sources:
@@ -46,14 +49,33 @@ def walk_folder(folder: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append((Path(root) / name).resolve())
+                found.append(absolute(Path(root) / name))
     return found
+
+
+def absolute(path: Path) -> Path:
+    """The resolved path of a regular file (links followed, so each file is listed once).
+
+    Anything else keeps its own name, in its resolved folder: a broken link, a link to a device or a
+    FIFO, a name that cannot be resolved (a NUL byte in a list, a link loop). The decoder then reports
+    that name, which a person can find, not a target such as /dev/zero."""
+    try:
+        resolved = path.resolve()
+        if stat.S_ISREG(resolved.stat().st_mode):
+            return resolved
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a link loop (Python 3.11, 3.12)
+        pass
+    try:
+        return path.parent.resolve() / path.name
+    except (OSError, ValueError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def read_path_list(list_file: Path) -> list[Path]:
     try:
-        text = list_file.read_text("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        # surrogateescape: a listed name that is not UTF-8 is kept byte for byte, as os.walk keeps one
+        text = list_file.read_bytes().decode("utf-8-sig", "surrogateescape")
+    except OSError as exc:
         raise SourceError(f"cannot read path list {list_file}: {exc}") from exc
     base = list_file.resolve().parent
     if list_file.suffix.lower() in {".csv", ".tsv"}:
@@ -71,5 +93,5 @@ def read_path_list(list_file: Path) -> list[Path]:
         if not entry or entry.startswith("#"):
             continue
         path = Path(entry).expanduser()
-        paths.append((path if path.is_absolute() else base / path).resolve())
+        paths.append(absolute(path if path.is_absolute() else base / path))
     return paths

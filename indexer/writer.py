@@ -54,7 +54,7 @@ from babelsearch.engine.shards import RefineStore
 from . import device as devices
 from .factory import DEFAULT_SHARD_SIZE, FLAT, make_index
 from .files import acquire_lock, debug_point, release_lock, write_shard_files
-from .recovery import check_new_directory, recover
+from .recovery import check_catalog, check_new_directory, recover
 from .training import Training
 
 logger = logging.getLogger(__name__)
@@ -94,11 +94,13 @@ class IndexWriter:
         shard_size: int | None = None,
         device: str = "auto",
         default_model: str = DEFAULT_MODEL,
+        repair: bool = False,
     ) -> IndexWriter:
         """Open (or create) an index directory for writing; repairs what an interrupted run left.
 
         ``model`` None takes the index's own (``default_model`` for a new index); ``dim`` None is
-        checked (or, for a new index, set) by ``use_encoder``.
+        checked (or, for a new index, set) by ``use_encoder``. A damaged shard or catalog raises
+        IndexDamaged with the way out, unless ``repair`` drops it (recovery.py).
         """
         index_dir = Path(index_dir)
         device = devices.resolve_device(device)
@@ -106,11 +108,14 @@ class IndexWriter:
             check_new_directory(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(index_dir, "babelsearch index")
+        db = None
         try:
             exists = (index_dir / MANIFEST).exists()  # again: another run may have created it meanwhile
+            repaired = None
             if exists:
                 manifest = read_manifest(index_dir)
                 check_model(manifest, model, index_dir)
+                repaired = check_catalog(index_dir, manifest, repair)
             else:
                 manifest = Manifest(model=model or default_model, dim=0, shard_size=DEFAULT_SHARD_SIZE)
             if dim is not None:
@@ -123,8 +128,12 @@ class IndexWriter:
             db = open_catalog(index_dir)
             ensure_schema(db)
             writer = cls(index_dir, manifest, db, lock, device)
-            recover(writer, upgrade=exists and manifest.format_version < FORMAT_VERSION)
+            if repaired:
+                writer.note(repaired)
+            recover(writer, upgrade=exists and manifest.format_version < FORMAT_VERSION, repair=repair)
         except BaseException:
+            if db is not None:
+                db.close()
             release_lock(lock)
             raise
         return writer

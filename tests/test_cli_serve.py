@@ -34,8 +34,24 @@ def test_serve_defaults_to_loopback_and_prints_its_url(colour_index: Path, monke
     client = call["app"].test_client()
     assert client.get("/api/health").get_json()["images"] == 12
 
+    # the limits that keep idle and slow clients from starving it (webui.server)
+    assert call["connection_limit"] == 1000 and call["channel_timeout"] == 30 and call["asyncore_use_poll"]
+    assert call["max_request_body_size"] == 4 * call["app"].config["MAX_CONTENT_LENGTH"]
+    # and the server follows the index: new generations are picked up
+    assert call["app"].extensions["babelsearch"].index_dir == colour_index
+
     result = CliRunner().invoke(cli, ["serve", str(colour_index), "--host", "0.0.0.0", "--port", "0"])
     assert result.exit_code == 0 and "warning: listening on 0.0.0.0" in result.output
+
+
+def test_serve_limits_can_be_set(colour_index: Path, monkeypatch):
+    monkeypatch.setattr("waitress.create_server", FakeServer)
+    args = ["serve", str(colour_index), "--connection-limit", "200", "--channel-timeout", "5"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    call = FakeServer.calls[-1]
+    assert call["connection_limit"] == 200 and call["channel_timeout"] == 5 and call["cleanup_interval"] == 1
+    result = CliRunner().invoke(cli, ["serve", str(colour_index), "--channel-timeout", "0"])
+    assert result.exit_code == 2 and "--channel-timeout" in result.output
 
 
 def test_serve_errors_are_one_line(colour_index: Path, tmp_path: Path):

@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("open_clip")
-pytest.importorskip("sentence_transformers")
+from .conftest import COLOURS, require_module, write_image
+
+require_module("open_clip")
+require_module("sentence_transformers")
 
 from babelsearch.cli import cli  # noqa: E402
 from babelsearch.engine.encoders import get_encoder  # noqa: E402
 from babelsearch.engine.errors import InvalidSetting  # noqa: E402
 
-from .conftest import COLOURS, write_image  # noqa: E402
 from .tiny_models import EMBED_DIM, build_openclip, build_sentence_transformers  # noqa: E402
 
 KINDS = ("xlmr", "nllb", "st")

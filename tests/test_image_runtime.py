@@ -18,7 +18,7 @@ from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder
 from babelsearch.engine.encoders.e5_runtime import load_e5
 from babelsearch.engine.encoders.image_runtime import ImageBackendUnavailable, load_image_tower, onnx_cache_path
 
-from .conftest import SHARED_SAMPLE
+from .conftest import SHARED_SAMPLE, require_module
 
 
 def _test_images() -> list:
@@ -56,7 +56,7 @@ def test_onnx_export_matches_the_torch_reference_and_replaces_a_damaged_cache(tm
 
 def test_torch_reference_takes_the_same_input_as_preprocess():
     """TorchTower's normalisation is preprocess()'s, so the reference path is the original one."""
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     seen = []
     tower = image_runtime.TorchTower(model=lambda pixels: seen.append(pixels) or torch.zeros(len(pixels), 1000))
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8))
@@ -99,7 +99,7 @@ def test_decoding_runs_two_batches_ahead_of_the_model(monkeypatch, tmp_path: Pat
     started = []
     lock = threading.Lock()
 
-    def fake_decode(path, short_side):
+    def fake_decode(path, short_side, *limits):
         with lock:
             started.append(path)
         return path

@@ -12,14 +12,13 @@ import pytest
 from babelsearch.engine import SearchEngine
 from babelsearch.evaluation import evaluate, load_eval_set
 
-from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
+from .conftest import BABEL_IMAGENET, SHARED_SAMPLE, require_path
 
 pytestmark = pytest.mark.slow
 
 
 def test_default_margin_does_not_lose_to_plain_cosine(shared_sample_index: Path):
-    if not BABEL_IMAGENET.exists():
-        pytest.skip("../shared/data/babel-imagenet is not present")
+    require_path(BABEL_IMAGENET, "../shared/data/babel-imagenet")
     engine = SearchEngine.open(shared_sample_index)
     assert engine.rerank_defaults["mode"] == "distance"
     eval_set = load_eval_set(SHARED_SAMPLE / "labels.tsv", BABEL_IMAGENET, languages=["DE", "JA", "AR", "SW"])

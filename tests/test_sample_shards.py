@@ -10,15 +10,14 @@ from babelsearch.cli import cli
 from babelsearch.engine import SearchEngine
 from babelsearch.engine.layout import read_manifest
 
-from .conftest import BABEL_IMAGENET, SHARED_SAMPLE
+from .conftest import BABEL_IMAGENET, SHARED_SAMPLE, require_path
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def sharded_sample_index(tmp_path_factory) -> Path:
-    if not (SHARED_SAMPLE / "labels.tsv").exists():
-        pytest.skip("../shared/data/imagenet-sample is not present")
+    require_path(SHARED_SAMPLE / "labels.tsv", "../shared/data/imagenet-sample")
     index_dir = tmp_path_factory.mktemp("sample-sharded") / "index"
     result = CliRunner().invoke(
         cli, ["index", str(SHARED_SAMPLE / "images"), "--index", str(index_dir), "--shard-size", "300", "-q"]

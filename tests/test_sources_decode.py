@@ -1,3 +1,4 @@
+import os
 import warnings
 from pathlib import Path
 
@@ -133,3 +134,44 @@ def test_decode_in_threads_reports_sizes_and_reasons(tmp_path: Path):
         results = list(pool.map(lambda p: decode_image(p, short_side=64), [*paths, tmp_path / "bad.jpg"]))
     assert [(r.width, r.height) for r in results[:8]] == [(300 + i, 200) for i in range(8)]
     assert all(min(r.image.size) == 64 for r in results[:8]) and isinstance(results[8], Failed)
+
+
+def test_path_lists_keep_names_that_are_not_utf8_byte_for_byte(tmp_path: Path):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.jpg"  # Latin-1 from an old disk
+    write_image(Path(os.fsdecode(raw)), (10, 20, 30))
+    (tmp_path / "list.txt").write_bytes(raw + b"\n")
+    (found,) = collect_images([tmp_path / "list.txt"])
+    assert os.fsencode(found) == raw and isinstance(decode_image(found), Decoded)
+
+
+def test_links_resolve_to_their_file_but_broken_ones_keep_their_own_name(tmp_path: Path):
+    target = write_image(tmp_path / "photos" / "real.png", (1, 2, 3))
+    (tmp_path / "photos" / "alias.png").symlink_to(target)  # the same file twice: listed once
+    (tmp_path / "photos" / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    found = collect_images([tmp_path / "photos"])
+    assert found == [target.resolve(), tmp_path / "photos" / "broken.png"]  # alias.png, broken.png, real.png
+    failed = decode_image(found[1])
+    assert isinstance(failed, Failed) and failed.path.name == "broken.png" and "broken link" in failed.reason
+
+
+def test_unknown_formats_give_a_reason_without_object_reprs(tmp_path: Path):
+    from babelsearch.engine import InvalidImage, images
+
+    path = tmp_path / "x.png"
+    path.write_bytes(b"GIF89a but not really")
+    reason = decode_image(path).reason
+    assert reason.startswith("not a readable image") and " at 0x" not in reason
+    with pytest.raises(InvalidImage) as caught:
+        images.open_image(b"\x00" * 100)
+    assert "BytesIO" not in str(caught.value)
+    assert images.describe_error(ValueError("cannot read <_io.BytesIO object at 0x7f00>")) == "ValueError: cannot read"
+
+
+def test_a_path_that_is_not_a_regular_file_is_refused_by_the_opener(tmp_path: Path):
+    from babelsearch.engine import InvalidImage, images
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(InvalidImage, match="named pipe"):
+        images.open_image(tmp_path / "pipe.jpg")  # the thumbnailer's way in: it must not block either
+    with pytest.raises(InvalidImage, match="a folder"):
+        images.open_image(tmp_path)

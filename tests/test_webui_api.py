@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -87,8 +88,45 @@ def test_search_parameter_errors(client):
     assert_error(client.get("/api/search?q=red&k=0"), 400, "bad_parameter", "k must be from 1")
     assert_error(client.get("/api/search?q=red&k=1001"), 400, "bad_parameter")
     assert_error(client.get("/api/search?q=red&offset=-1"), 400, "bad_parameter", "offset")
-    assert_error(client.get("/api/search?q=red&k=600&offset=600"), 400, "invalid_query", "k + offset")
+    assert_error(client.get("/api/search?q=red&offset=1000"), 400, "bad_parameter", "offset must be from 0 to 999")
     assert_error(client.get("/api/search?q=red&lang=%3Cscript%3E"), 400, "invalid_query", "lang")
+
+
+def test_a_page_past_the_last_rank_is_cut_short_not_refused(client):
+    # every k and offset the OpenAPI document allows is answered; ranks end at 1000
+    payload = client.get("/api/search?q=red&k=600&offset=600").get_json()
+    assert payload["k"] == 600 and payload["offset"] == 600 and payload["results"] == []
+    assert payload["next_offset"] is None
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("k=", "k must be a whole number, got ''"),  # the API's default is for an absent k, not an empty one
+        ("k=05", "k must be a whole number, got '05'"),
+        ("k=%205", "k must be a whole number, got ' 5'"),
+        ("k=%2B5", "k must be a whole number, got '+5'"),
+        ("k=%D9%A5", "k must be a whole number, got '٥'"),
+        ("k=1&k=2", "k is given 2 times"),
+        ("offset=", "offset must be a whole number"),
+        ("rerank=", "rerank must be one of"),
+        ("rerank=%20none", "rerank must be one of"),
+        ("margin_k=01", "margin_k must be"),
+        ("nprobe=", "nprobe must be an integer"),
+        ("nprobe=1048577", "nprobe must be an integer from 1 to 1048576"),
+        ("lang=%20de", "lang must be a language code"),
+        ("lang=de%0A", "lang must be a language code"),
+    ],
+)
+def test_the_api_reads_each_value_exactly_as_documented(client, query, message):
+    response = client.get(f"/api/search?q=red&{query}")
+    assert response.status_code == 400 and message in response.get_json()["error"]["message"]
+    assert client.get(f"/?q=red&{query.replace('&k=2', '')}").status_code in (200, 400)  # pages stay lenient
+
+
+def test_long_values_are_not_echoed_whole(client):
+    error = assert_error(client.get("/api/search?q=red&k=" + "9" * 5000), 400, "bad_parameter")
+    assert len(error["message"]) < 200
 
 
 # -- similar, image search, records ----------------------------------------------------------------
@@ -149,6 +187,10 @@ def test_file_is_the_indexed_file(client):
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert response.data == Path(record["path"]).read_bytes()
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert int(response.headers["Content-Length"]) == record["bytes"] and response.headers["ETag"]
+    assert client.get("/images/3/file", headers={"If-None-Match": response.headers["ETag"]}).status_code == 304
+    part = client.get("/images/3/file", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.data == response.data[:10]
 
 
 def test_thumbnails_are_made_once_and_cached_next_to_the_index(client, colour_index, monkeypatch):
@@ -198,12 +240,17 @@ def test_a_vanished_or_damaged_file_is_a_clear_error(tmp_path):
     write_image(tmp_path / "photos" / "damaged.png", (10, 10, 200))
     build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
     (tmp_path / "photos" / "gone.png").unlink()
-    (tmp_path / "photos" / "damaged.png").write_bytes(b"no longer a png")
+    damaged = tmp_path / "photos" / "damaged.png"
+    before = damaged.stat()
+    damaged.write_bytes(b"\0" * before.st_size)  # rotted in place: same size and mtime, so still "the" file
+    os.utime(damaged, ns=(before.st_atime_ns, before.st_mtime_ns))
     client = create_app({"INDEX_DIR": tmp_path / "index"}).test_client()
     ids = {Path(client.get(f"/api/images/{i}").get_json()["path"]).name: i for i in (0, 1)}
     assert_error(client.get(f"/images/{ids['gone.png']}/file"), 404, "file_missing", "gone.png")
     assert_error(client.get(f"/images/{ids['gone.png']}/thumb"), 404, "file_missing")
     assert_error(client.get(f"/images/{ids['damaged.png']}/thumb"), 500, "file_unreadable")
+    damaged.write_bytes(b"no longer a png")  # rewritten: another file now, not served as the indexed one
+    assert_error(client.get(f"/images/{ids['damaged.png']}/thumb"), 410, "file_changed", "another size")
     assert "no longer at its indexed path" in client.get(f"/image/{ids['gone.png']}").get_data(as_text=True)
 
 
@@ -214,7 +261,9 @@ def test_thumbnails_without_a_writable_cache(colour_index):
 
 # -- service endpoints, errors ---------------------------------------------------------------------
 def test_health_stats_and_unknown_routes(client):
-    assert client.get("/api/health").get_json() == {"status": "ok", "images": 12, "model": "test-colours"}
+    health = client.get("/api/health").get_json()
+    assert health == {"status": "ok", "images": 12, "model": "test-colours", "generation": health["generation"]}
+    assert health["generation"] > 0
     client.get("/api/search?q=red")
     stats = client.get("/api/stats").get_json()
     assert stats["index"]["catalog_images"] == 12 and stats["index"]["model"] == "test-colours"
@@ -222,6 +271,10 @@ def test_health_stats_and_unknown_routes(client):
     assert_error(client.get("/api/nothing-here"), 404, "not_found")
     assert_error(client.post("/api/search?q=red"), 405, "method_not_allowed")
     assert_error(client.get("/api/search/image"), 405, "method_not_allowed")
+    # RFC 9110: a 405 says what is allowed
+    assert set(client.post("/api/search?q=red").headers["Allow"].split(", ")) >= {"GET", "HEAD"}
+    assert "POST" in client.get("/api/search/image").headers["Allow"]
+    assert "GET" in client.open("/images/0/file", method="TRACE").headers["Allow"]
 
 
 def test_no_index_loaded(tmp_path):
@@ -273,7 +326,10 @@ def test_search_options_are_passed_through(client):
     wide = client.get("/api/search?q=red&k=3&rerank=margin&margin_k=all").get_json()["results"]
     narrow = client.get("/api/search?q=red&k=3&rerank=margin&margin_k=1").get_json()["results"]
     assert wide and narrow and wide[0]["score"] != narrow[0]["score"]
-    assert client.get("/api/search?q=red&margin_k=&nprobe=&refine_factor=&rerank=").status_code == 200
+    assert client.get("/api/search?q=red&nprobe=1048576&lang=&refine_factor=100").status_code == 200
+    # a form's empty fields are "not given" on the pages; the API refuses them (its document says integer)
+    assert client.get("/?q=red&margin_k=&nprobe=&refine_factor=&rerank=&k=&offset=").status_code == 200
+    assert client.get("/api/search?q=red&margin_k=&nprobe=&refine_factor=&rerank=").status_code == 400
 
 
 @pytest.mark.parametrize(

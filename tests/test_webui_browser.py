@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import require_module, require_path
+
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
@@ -33,16 +35,18 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium; CI does)"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _chromium() -> None:
+    require_path(CHROMIUM, "Debian's chromium (apt-get install chromium; .ci/run does)")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`python -m babelsearch serve` on a free loopback port over six demo photos."""
-    pytest.importorskip("skimage")
+    require_module("skimage")
     import skimage.data
     from PIL import Image
 
@@ -79,7 +83,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    playwright_api = require_module("playwright.sync_api")
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

@@ -36,6 +36,11 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "MAX_CONTENT_LENGTH": (16 * 1024 * 1024, "Largest request body (an uploaded query image), bytes."),
     "PAGE_SIZE": (24, "Results per page in the browser."),
     "API_DEFAULT_K": (10, "k of API searches that give none."),
+    "INDEX_CHECK_INTERVAL": (
+        1.0,
+        "Seconds between looks at INDEX_DIR/manifest.json for a newer generation, which is then served "
+        "without a restart (0: at every request; None: never).",
+    ),
 }
 
 
@@ -45,13 +50,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``config`` overrides SETTINGS' defaults (and may add any Flask setting)."""
     # imported here, not at the top: importing babelsearch.webui (for the client) loads no Flask
     from flask import Flask
+    from werkzeug.routing import Map
 
     from .api import api, images
     from .errors import count_request, finish_response, handle_error
     from .state import EXTENSION, load_state
     from .views import views
 
-    app = Flask(__name__)
+    class StrictMap(Map):
+        # Werkzeug answers "//x" and "/x/" with a redirect to an absolute URL built from the request's Host
+        # header (an open redirect); with these off such paths are plain 404s and no rule ever redirects.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{"merge_slashes": False, "strict_slashes": False, **kwargs})
+
+    class App(Flask):
+        url_map_class = StrictMap
+
+    app = App(__name__)
     app.config.update({name: default for name, (default, _) in SETTINGS.items()})
     app.config.update(config or {})
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # queries and paths in any script stay readable

@@ -11,16 +11,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, request, send_file, url_for
+from flask import Blueprint, current_app, request, url_for
+from werkzeug.wsgi import wrap_file
 
 from babelsearch.engine.errors import InvalidImage
 from babelsearch.engine.options import MAX_K
 from babelsearch.engine.search import Hit
 
 from .errors import WebError
+from .files import open_indexed_file
 from .openapi import openapi_document
-from .searching import image_row, image_search, int_arg, search_options, similar_search, text_search
-from .state import state
+from .searching import (
+    image_row,
+    image_search,
+    int_arg,
+    lang_arg,
+    search_options,
+    similar_search,
+    single_values,
+    text_search,
+)
+from .state import request_engine, require_engine, state
 from .thumbs import THUMB_SIZES
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -40,6 +51,12 @@ SAFE_IMAGE_TYPES = {
 }
 
 
+@api.before_request
+@images.before_request
+def one_value_each() -> None:
+    single_values(request.args, request.form)
+
+
 def hit_json(hit: Hit) -> dict[str, Any]:
     # the CLI's --json shape: id, path, score (after reranking) and cosine (before)
     return hit.to_json()
@@ -47,10 +64,10 @@ def hit_json(hit: Hit) -> dict[str, Any]:
 
 @api.get("/search")
 def search():
-    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
-    options = search_options(request.args, k)
-    offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1)
-    found = text_search(request.args.get("q"), options, offset, request.args.get("lang"))
+    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K, strict=True)
+    options = search_options(request.args, k, strict=True)
+    offset = int_arg(request.args, "offset", 0, 0, MAX_K - 1, strict=True)
+    found = text_search(request.args.get("q"), options, offset, lang_arg(request.args))
     return {
         "query": found.query,
         "k": k,
@@ -64,7 +81,7 @@ def search():
 
 @api.get("/similar/<int:image_id>")
 def similar(image_id: int):
-    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K, strict=True)
     found = similar_search(image_id, k)
     return {
         "id": image_id,
@@ -76,7 +93,7 @@ def similar(image_id: int):
 
 @api.post("/search/image")
 def search_image():
-    k = int_arg(request.values, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K)
+    k = int_arg(request.values, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K, strict=True)
     found = image_search(request.files.get("image"), k)
     return {"k": k, "took_ms": round(found.took_ms, 2), "results": [hit_json(hit) for hit in found.hits]}
 
@@ -95,17 +112,24 @@ def image(image_id: int):
 
 @api.get("/health")
 def health():
-    engine = state().require_engine()  # 503 with the reason when no index is loaded
-    return {"status": "ok", "images": engine.count, "model": engine.manifest.model}
+    engine = require_engine()  # 503 with the reason when no index is loaded
+    return {
+        "status": "ok",
+        "images": engine.count,
+        "model": engine.manifest.model,
+        "generation": engine.manifest.updated,  # when the served generation was committed
+    }
 
 
 @api.get("/stats")
 def stats():
-    s = state()
+    s, engine = state(), request_engine()  # health and stats describe the same engine a search uses
     with s.lock:
         requests, statuses = dict(s.requests), {str(k): v for k, v in s.statuses.items()}
     return {
-        "index": s.engine.info() if s.engine else None,
+        "index": engine.info() if engine else None,
+        "generations": s.generations,
+        "reload_error": s.reload_error,
         "load_error": s.load_error,
         "uptime_s": round(time.time() - s.started, 1),
         "requests": requests,
@@ -120,14 +144,17 @@ def openapi():
 
 @images.get("/<int:image_id>/thumb")
 def thumb(image_id: int):
-    size = int_arg(request.args, "size", THUMB_SIZES[0], 1, max(THUMB_SIZES))
+    size = int_arg(request.args, "size", THUMB_SIZES[0], 1, max(THUMB_SIZES), strict=True)
     if size not in THUMB_SIZES:
         raise WebError(400, "bad_parameter", f"size must be one of {', '.join(map(str, THUMB_SIZES))}")
-    row = _row_with_file(image_id)
-    try:
-        data = state().thumbs.thumbnail(row, size)
-    except InvalidImage as exc:
-        raise WebError(500, "file_unreadable", f"the indexed file can no longer be decoded ({exc})") from None
+    row = image_row(image_id)
+    # checked even when a thumbnail is cached: what is not served as a file is not shown small either
+    file, _ = open_indexed_file(row)
+    with file:
+        try:
+            data = state().thumbs.thumbnail(row, size, source=file)
+        except InvalidImage as exc:
+            raise WebError(500, "file_unreadable", f"the indexed file can no longer be decoded ({exc})") from None
     response = current_app.response_class(data, mimetype="image/jpeg")
     response.set_etag(f"{image_id}-{row.get('sha256') or ''}-{size}")
     response.cache_control.private = True
@@ -137,19 +164,21 @@ def thumb(image_id: int):
 
 @images.get("/<int:image_id>/file", endpoint="file")
 def image_file(image_id: int):
-    row = _row_with_file(image_id)
-    guessed = mimetypes.guess_type(row["path"])[0]
-    return send_file(
-        row["path"],
-        mimetype=guessed if guessed in SAFE_IMAGE_TYPES else "application/octet-stream",
-        conditional=True,
-        etag=row.get("sha256") or True,
-        max_age=3600,
-    )
-
-
-def _row_with_file(image_id: int) -> dict[str, Any]:
     row = image_row(image_id)
-    if not Path(row["path"]).is_file():
-        raise WebError(404, "file_missing", f"image {image_id} is indexed, but its file is gone: {row['path']}")
-    return row
+    file, st = open_indexed_file(row)  # the indexed file itself, or 404/410: never what a path now leads to
+    guessed = mimetypes.guess_type(row["path"])[0]
+    response = current_app.response_class(
+        wrap_file(request.environ, file),
+        mimetype=guessed if guessed in SAFE_IMAGE_TYPES else "application/octet-stream",
+        direct_passthrough=True,
+    )
+    response.content_length = st.st_size
+    response.last_modified = st.st_mtime  # type: ignore[assignment]
+    response.set_etag(row.get("sha256") or f"{st.st_mtime_ns}-{st.st_size}")
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
+    try:
+        return response.make_conditional(request, accept_ranges=True, complete_length=st.st_size)
+    except Exception:  # a Range that cannot be satisfied (416): the descriptor is not left to the GC
+        file.close()
+        raise

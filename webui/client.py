@@ -67,7 +67,7 @@ class BadRequest(HTTPError):
 
 
 class NotFound(HTTPError):
-    """404: no image with that id (or no such endpoint)."""
+    """404: no image with that id (or no such endpoint); 410: its file is no longer the indexed one."""
 
 
 class PayloadTooLarge(HTTPError):
@@ -82,7 +82,14 @@ class Unavailable(ServerError):
     """503: the server runs but has no index loaded."""
 
 
-_BY_STATUS: dict[int, type[HTTPError]] = {400: BadRequest, 404: NotFound, 413: PayloadTooLarge, 503: Unavailable}
+# 410: an image whose file was replaced since it was indexed is, to a client, not there
+_BY_STATUS: dict[int, type[HTTPError]] = {
+    400: BadRequest,
+    404: NotFound,
+    410: NotFound,
+    413: PayloadTooLarge,
+    503: Unavailable,
+}
 
 
 # -- results ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Response, current_app, render_template, request
 from flask.typing import ResponseReturnValue
@@ -17,7 +18,7 @@ from babelsearch.engine.errors import (
     InvalidQuery,
 )
 
-from .state import state
+from .state import request_engine, state
 
 log = logging.getLogger("babelsearch.webui")
 
@@ -67,15 +68,20 @@ def describe_error(exc: Exception) -> tuple[int, str, str]:
 def handle_error(exc: Exception) -> ResponseReturnValue:
     """The app's error handler: ``{"error": {"code", "message"}}`` for JSON routes, else error.html."""
     status, code, message = describe_error(exc)
+    # what the exception says about itself besides its body: Allow of a 405 (RFC 9110 wants it)
+    headers = (
+        [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"] if isinstance(exc, HTTPException) else []
+    )
     if wants_json():
-        return {"error": {"code": code, "message": message}}, status
-    return render_template("error.html", status=status, code=code, message=message), status
+        return {"error": {"code": code, "message": message}}, status, headers
+    return render_template("error.html", status=status, code=code, message=message), status, headers
 
 
 def count_request() -> None:
     s = state()
     with s.lock:
         s.requests[request.endpoint or "unknown"] += 1
+    request_engine()  # taken now: the whole request runs on the generation served when it started
 
 
 def finish_response(response: Response) -> Response:
@@ -89,4 +95,11 @@ def finish_response(response: Response) -> Response:
     )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    location = response.headers.get("Location")
+    if location:
+        # never send a client to a host named by the request (Host, X-Forwarded-Host): only to a path on
+        # this server; "//host" and "/\host" would be read as another host by browsers, so one slash
+        parts = urlsplit(location)
+        path = "/" + parts.path.lstrip("/\\")
+        response.headers["Location"] = urlunsplit(("", "", path, parts.query, parts.fragment))
     return response

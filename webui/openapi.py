@@ -1,4 +1,11 @@
-"""The OpenAPI 3.1 document served at /api/openapi.json (a test checks it lists every route)."""
+"""The OpenAPI 3.1 document served at /api/openapi.json (a test checks it lists every route).
+
+The document and the server agree both ways: every request it allows is answered (2xx, or 404 for an
+id that is not in the index, 503 without an index), and every request it does not allow is refused
+with a 4xx (tests/test_api_fuzz.py runs schemathesis' checks over it). So the API reads each value
+exactly (``k=`` or ``k=05`` is refused, not taken as the default), and what cannot be said in JSON
+Schema is made true in the server instead (a page past rank MAX_K is cut short, not refused).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,15 @@ from typing import Any
 from babelsearch.engine.options import MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR
 from babelsearch.engine.rerank import MARGIN_KS, RERANK_MODES
 
+from .searching import LANG_CODE, MAX_NPROBE
 from .thumbs import THUMB_SIZES
+
+# What str.strip() removes, so a query of these only is "empty" to the engine: listed one by one (not
+# \s), so that the pattern means the same in JSON Schema's ECMA-262 regexes as in Python's.
+SPACE_CLASS = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_ONLY_SPACE = f"[^{SPACE_CLASS}]"
+# what a query image is sent as; anything Pillow cannot decode is a 400 "invalid_image"
+UPLOAD_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -28,7 +43,12 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, requ
 
 
 ID = _param("image_id", "path", {"type": "integer", "minimum": 0}, "Catalog id of an image.", True)
-K = _param("k", "query", {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}, "How many hits.")
+K = _param(
+    "k",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+    "How many hits; when given, a whole number (an empty k= is refused).",
+)
 
 
 @functools.cache
@@ -47,6 +67,7 @@ def openapi_document() -> dict[str, Any]:
         for status, text in [
             (400, "Bad request: a parameter, the query or the uploaded image is invalid."),
             (404, "No image with that id, or its file is no longer on disk."),
+            (410, "The file at the indexed path is no longer the indexed file (replaced, a symlink, modified)."),
             (413, "The upload is larger than the server accepts."),
             (500, "Unexpected server error."),
             (503, "No index is loaded."),
@@ -65,19 +86,32 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Search by text, in any language",
                     "parameters": [
-                        _param("q", "query", {"type": "string", "maxLength": MAX_QUERY_CHARS}, "The query.", True),
+                        _param(
+                            "q",
+                            "query",
+                            {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_QUERY_CHARS,
+                                "pattern": NOT_ONLY_SPACE,
+                            },
+                            "The query, in any language: not only spaces.",
+                            True,
+                        ),
                         K,
                         _param(
                             "offset",
                             "query",
-                            {"type": "integer", "minimum": 0, "default": 0},
-                            f"Skip this many hits (paging); k + offset <= {MAX_K}.",
+                            {"type": "integer", "minimum": 0, "maximum": MAX_K - 1, "default": 0},
+                            f"Skip this many hits (paging). Ranks end at {MAX_K}: a page reaching past "
+                            "it is cut short there.",
                         ),
                         _param(
                             "lang",
                             "query",
-                            {"type": "string"},
-                            "The query's language (ISO 639), instead of detecting it.",
+                            {"type": "string", "pattern": f"^(?:{LANG_CODE})?$"},
+                            "The query's language (ISO 639, such as de or pt-BR), instead of detecting it; "
+                            "empty: detected.",
                         ),
                         _param(
                             "rerank",
@@ -94,8 +128,8 @@ def openapi_document() -> dict[str, Any]:
                         _param(
                             "nprobe",
                             "query",
-                            {"type": "integer", "minimum": 1},
-                            "Inverted lists scanned (IVF indexes); default: the index's.",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
+                            "Inverted lists scanned (IVF indexes; more than the index has: all); default: the index's.",
                         ),
                         _param(
                             "refine_factor",
@@ -125,6 +159,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Search by an uploaded image",
                     "requestBody": {
                         "required": True,
+                        "description": "An image file (a file that does not decode as an image is a 400).",
                         "content": {
                             "multipart/form-data": {
                                 "schema": {
@@ -134,7 +169,8 @@ def openapi_document() -> dict[str, Any]:
                                         "image": {"type": "string", "format": "binary"},
                                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
                                     },
-                                }
+                                },
+                                "encoding": {"image": {"contentType": ", ".join(UPLOAD_TYPES)}},
                             }
                         },
                     },
@@ -155,10 +191,15 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(
                             {
                                 "type": "object",
+                                "required": ["status", "images", "model", "generation"],
                                 "properties": {
                                     "status": {"const": "ok"},
                                     "images": {"type": "integer"},
                                     "model": {"type": "string"},
+                                    "generation": {
+                                        "type": "number",
+                                        "description": "When the served index generation was committed (Unix time).",
+                                    },
                                 },
                             },
                             "Ready.",
@@ -192,15 +233,21 @@ def openapi_document() -> dict[str, Any]:
                         ),
                     ],
                     "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}}
-                    | _errors(400, 404, 500, 503),
+                    | _errors(400, 404, 410, 500, 503),
                 }
             },
             "/images/{image_id}/file": {
                 "get": {
                     "summary": "The indexed image file itself",
                     "parameters": [ID],
-                    "responses": {"200": {"description": "The file's bytes", "content": {"image/*": {}}}}
-                    | _errors(404, 500, 503),
+                    "responses": {
+                        "200": {
+                            "description": "The file's bytes (application/octet-stream for formats a browser "
+                            "should not be told are images).",
+                            "content": {"image/*": {}, "application/octet-stream": {}},
+                        }
+                    }
+                    | _errors(404, 410, 500, 503),
                 }
             },
         },

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from babelsearch.engine.images import open_image
 from babelsearch.engine.layout import atomic_write_bytes
@@ -27,8 +27,10 @@ class ThumbnailCache:
         # None, or a directory that cannot be written: thumbnails are made each time, not kept
         self.directory = Path(directory) if directory is not None else None
 
-    def thumbnail(self, row: dict[str, Any], size: int) -> bytes:
-        """The JPEG bytes of a catalog row's image, fitted into size x size (never enlarged)."""
+    def thumbnail(self, row: dict[str, Any], size: int, source: BinaryIO | None = None) -> bytes:
+        """The JPEG bytes of a catalog row's image, fitted into size x size (never enlarged).
+
+        ``source``: the image file, already opened and checked (webui.files); else the row's path."""
         if size not in THUMB_SIZES:
             raise ValueError(f"thumbnail size must be one of {THUMB_SIZES}")
         cached = self._path(row, size)
@@ -40,7 +42,8 @@ class ThumbnailCache:
             # written without fsync, a file cut short by a power loss is made again, not served
             if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9":
                 return data
-        data = render_thumbnail(row["path"], size)
+        # the checked file's own bytes, read through its descriptor: never what its path leads to by now
+        data = render_thumbnail(row["path"] if source is None else source.read(), size)
         if cached is not None:
             try:
                 # a cache: losing a write costs one more rendering, so no fsync on a page view
@@ -56,11 +59,11 @@ class ThumbnailCache:
         return self.directory / f"{int(row['id'])}-{digest or 'nohash'}-{int(size)}.jpg"
 
 
-def render_thumbnail(path: str | os.PathLike, size: int) -> bytes:
-    """Decode an image file and return it as JPEG fitted into size x size."""
+def render_thumbnail(source: str | os.PathLike | bytes, size: int) -> bytes:
+    """Decode an image (a file's path or its bytes) and return it as JPEG fitted into size x size."""
     from PIL import Image
 
-    image = open_image(path, reduce_to=size)
+    image = open_image(source, reduce_to=size)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)

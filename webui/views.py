@@ -13,8 +13,9 @@ from babelsearch.engine.errors import BabelsearchError
 from babelsearch.engine.options import MAX_K
 
 from .errors import WebError, describe_error
+from .files import file_problem
 from .searching import image_row, image_search, int_arg, search_options, similar_search, text_search
-from .state import state
+from .state import request_engine, require_engine
 
 views = Blueprint("views", __name__)
 
@@ -37,7 +38,7 @@ def datetime_text(timestamp: float | None) -> str:
 
 @views.app_context_processor
 def page_globals() -> dict[str, Any]:
-    engine = state().engine
+    engine = request_engine()
     return {
         "index_summary": {"images": engine.count, "model": engine.manifest.model} if engine else None,
         "max_upload_mib": (current_app.config.get("MAX_CONTENT_LENGTH") or 0) / 2**20,
@@ -52,7 +53,7 @@ def home():
     context: dict[str, Any] = {"query": query}
     try:
         k = context["k"] = int_arg(request.args, "k", current_app.config["PAGE_SIZE"], 1, MAX_K)
-        state().require_engine()
+        require_engine()
         if like:
             image_id = int_arg(request.args, "like", 0, 0, 2**63 - 1)
             context.update(like=image_row(image_id), results=similar_search(image_id, k))
@@ -81,11 +82,13 @@ def search_by_image():
 @views.get("/image/<int:image_id>")
 def image(image_id: int):
     row = image_row(image_id)
-    exists = Path(row["path"]).is_file()
+    problem = file_problem(row)  # the same check as the file route: a replaced file is not shown
+    exists = problem is None
     return render_template(
         "image.html",
         row=row,
         exists=exists,
+        file_problem=problem,
         show_original=exists and mimetypes.guess_type(row["path"])[0] in BROWSER_TYPES,
         similar=similar_search(image_id, SIMILAR_ON_DETAIL),
         query=request.args.get("q", ""),

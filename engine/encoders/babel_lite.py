@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import glossary
 from ..cache import user_cache_dir
+from ..images import resize_short_side
 from ..layout import atomic_write_bytes
 from . import normalize_rows
 
@@ -159,15 +160,10 @@ class BabelLiteEncoder:
     @staticmethod
     def crop(image) -> np.ndarray:
         """PIL image -> (224, 224, 3) uint8: RGB, shorter side 256, centre crop 224."""
-        from PIL import Image
-
         image = image.convert("RGB") if image.mode != "RGB" else image
+        # a very thin image is cut to its middle before scaling: the work is bounded by the crop kept
+        image = resize_short_side(image, IMAGE_SHORT_SIDE)
         w, h = image.size
-        if min(w, h) != IMAGE_SHORT_SIDE:
-            scale = IMAGE_SHORT_SIDE / min(w, h)
-            size = (max(IMAGE_SHORT_SIDE, round(w * scale)), max(IMAGE_SHORT_SIDE, round(h * scale)))
-            image = image.resize(size, Image.Resampling.BILINEAR)
-            w, h = image.size
         left, top = (w - IMAGE_CROP) // 2, (h - IMAGE_CROP) // 2
         return np.asarray(image.crop((left, top, left + IMAGE_CROP, top + IMAGE_CROP)), dtype=np.uint8)
 
