@@ -34,7 +34,9 @@ class SearchOptions:
     ``k``: hits wanted (1 to MAX_K). ``rerank``: "margin", "distance", "csls" or "none".
     ``margin_k``: the reranking neighbourhood (1-16, 32, 64, 128, 256 or "all"). ``nprobe``: inverted
     lists scanned (IVF indexes). ``refine_factor``: k * refine_factor candidates are re-scored exactly
-    (1 to MAX_REFINE_FACTOR). A bad value raises InvalidQuery here, so an object that exists is valid.
+    (1 to MAX_REFINE_FACTOR). ``lang``: the query's language (ISO 639 such as "de" or "pt-BR"; None:
+    detected), given to models that read it (NLLB's language token); others ignore it. A bad value
+    raises InvalidQuery here, so an object that exists is valid.
     """
 
     k: int = 10
@@ -42,6 +44,7 @@ class SearchOptions:
     margin_k: int | str | None = None
     nprobe: int | None = None
     refine_factor: int | None = None
+    lang: str | None = None
 
     def __post_init__(self) -> None:
         # frozen: the checked values (numpy integers made plain ints) are set through object.__setattr__
@@ -63,6 +66,12 @@ class SearchOptions:
             set_(self, "nprobe", _positive("nprobe", self.nprobe))
         if self.refine_factor is not None:
             set_(self, "refine_factor", _positive("refine_factor", self.refine_factor, MAX_REFINE_FACTOR))
+        if self.lang is not None:
+            from .language import given_language
+
+            if not isinstance(self.lang, str):
+                raise InvalidQuery(f"lang must be a language code such as 'de' or 'pt-BR', got {self.lang!r}")
+            set_(self, "lang", given_language(self.lang).code)
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None = None, **more: Any) -> SearchOptions:
@@ -96,6 +105,7 @@ class SearchKeywords(TypedDict, total=False):
     margin_k: int | str | None
     nprobe: int | None
     refine_factor: int | None
+    lang: str | None
 
 
 class ImageKeywords(TypedDict, total=False):

@@ -13,8 +13,10 @@ import numpy as np
 from . import rerank as rr
 from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
 from .catalog import count_images, open_catalog, probe_catalog, rows_by_ids
-from .encoders import Encoder, get_encoder
+from .encoders import Encoder
+from .encoders.matryoshka import index_encoder
 from .errors import ImageNotFound, InvalidQuery
+from .language import UNDETERMINED, Language, detect_language, given_language
 from .layout import (
     PRECOMPUTED_MODEL,
     Manifest,
@@ -113,7 +115,8 @@ class SearchEngine:
                     f"index {self.index_dir} holds precomputed vectors and no model to encode text; "
                     "search it with vectors (SearchEngine.search_vectors), or index with --model"
                 )
-            encoder = get_encoder(self.manifest.model)
+            # the index's --dim (Matryoshka truncation), if it was built with one
+            encoder = index_encoder(self.manifest.model, self.manifest.settings)
             check_model_version(self.manifest, encoder, self.index_dir)
             self._encoder = encoder
         return self._encoder
@@ -156,7 +159,7 @@ class SearchEngine:
         if options.k + offset > MAX_K:
             raise InvalidQuery(f"k + offset must be at most {MAX_K}, got {options.k + offset}")
         # the top k+offset, sliced: the same ranking whatever the page size
-        return self._search(self._encode([text]), options, k=options.k + offset)[0][offset:]
+        return self._search(self._encode([text], options.lang), options, k=options.k + offset)[0][offset:]
 
     def similar(
         self, image_id: int, k: int | None = None, *, options: SearchOptions | None = None, **kw: Unpack[ImageKeywords]
@@ -201,8 +204,10 @@ class SearchEngine:
         """The k (default 10) best images for one text query, in any language.
 
         The options come as keywords (``rerank``, ``margin_k``, ``nprobe``, ``refine_factor``) or as one
-        ``options=SearchOptions(...)``, not both; None takes the index's default (see SearchOptions)."""
-        return self._search(self._encode([text]), from_call(options, k, kw))[0]
+        ``options=SearchOptions(...)``, not both; None takes the index's default (see SearchOptions).
+        ``lang`` (ISO 639; None: detected, see ``query_language``) reaches models that read a language."""
+        options = from_call(options, k, kw)
+        return self._search(self._encode([text], options.lang), options)[0]
 
     def search_many(
         self,
@@ -212,9 +217,10 @@ class SearchEngine:
         options: SearchOptions | None = None,
         **kw: Unpack[SearchKeywords],
     ) -> list[list[Hit]]:
-        """The k best images for each of several text queries (encoded in one batch)."""
+        """The k best images for each of several text queries (encoded in one batch; ``lang``, if given,
+        is every query's language, else each one's is detected)."""
         options = from_call(options, k, kw)
-        return self._search(self._encode(list(texts)), options) if texts else []
+        return self._search(self._encode(list(texts), options.lang), options) if texts else []
 
     def search_vectors(
         self,
@@ -227,10 +233,34 @@ class SearchEngine:
         """The k best images for each query vector (already in the index's space)."""
         return self._search(vectors, from_call(options, k, kw))
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def query_language(self, text: str, lang: str | None = None) -> Language:
+        """The language a text query is searched as: ``lang`` as given, else detected offline
+        (engine.language). It is what a language-token model (NLLB) is given and what the API reports."""
+        return given_language(lang) if lang else detect_language(check_text(text))
+
+    def model_languages(self, texts: list[str], lang: str | None = None) -> list[str | None]:
+        """Per text, the language as the model reads it (NLLB: the FLORES-200 token, such as deu_Latn;
+        None for models that take no language)."""
+        encoder = self.encoder
+        if not getattr(encoder, "accepts_languages", False):
+            return [None] * len(texts)
+        return list(encoder.text_languages(texts, self._languages(encoder, texts, lang)))  # type: ignore[attr-defined]
+
+    def _languages(self, encoder: Encoder, texts: list[str], lang: str | None) -> list[str | None] | None:
+        if lang is None and not getattr(encoder, "language_tokens", False):
+            return None  # a model that reads no language token: nothing worth detecting
+        codes = [self.query_language(text, lang).code for text in texts]
+        # undetermined: the encoder falls back to its default language
+        return [None if code == UNDETERMINED else code for code in codes]
+
+    def _encode(self, texts: list[str], lang: str | None = None) -> np.ndarray:
         for text in texts:
             check_text(text)
-        return self.encoder.encode_texts(texts)
+        encoder = self.encoder
+        # decided once per encoder class, not by probing signatures per call: babel-lite takes no languages
+        if not getattr(encoder, "accepts_languages", False):
+            return encoder.encode_texts(texts)
+        return encoder.encode_texts(texts, languages=self._languages(encoder, texts, lang))  # type: ignore[call-arg]
 
     def _search(
         self, vectors: np.ndarray, options: SearchOptions, k: int | None = None, plain: bool = False

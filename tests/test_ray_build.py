@@ -24,8 +24,9 @@ from babelsearch.engine import SearchEngine
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import ShardSet
 from babelsearch.indexer import IndexOptions, build_index
-from babelsearch.indexer.distributed import DEBUG_CRASH_ENV, STAGING
+from babelsearch.indexer.distributed import STAGING
 from babelsearch.indexer.files import DEBUG_KILL_ENV
+from babelsearch.indexer.ray_staging import DEBUG_CRASH_ENV
 
 from .conftest import SHARED_SAMPLE, write_image
 

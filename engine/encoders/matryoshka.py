@@ -1,10 +1,12 @@
 """Matryoshka truncation: the first N dimensions of a model trained so that every prefix is an
-embedding too (``nllb-clip-*/mrl``), re-normalised. ``index --dim N`` is meant to record N in the
-manifest and open the index through ``truncate_dims(get_encoder(spec), N)``.
+embedding too (``nllb-clip-*/mrl``), re-normalised. ``index --dim N`` records N in the manifest
+(``settings["truncate_dim"]``); whatever encodes for that index (search, bank update, Ray workers)
+goes through ``index_encoder``, so every vector of the index is the same prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +14,9 @@ import numpy as np
 from ..errors import InvalidSetting
 from . import Encoder, normalize_rows
 
-__all__ = ["TruncatedEncoder", "truncate_dims"]
+__all__ = ["TRUNCATE_DIM", "TruncatedEncoder", "index_encoder", "truncate_dims"]
+
+TRUNCATE_DIM = "truncate_dim"  # manifest setting: the dimensions an index keeps of its model's vectors
 
 
 class TruncatedEncoder:
@@ -54,3 +58,16 @@ def truncate_dims(encoder: Encoder, dim: int | None) -> Encoder:
             "--dim is for models such as openclip:nllb-clip-base-siglip/mrl"
         )
     return TruncatedEncoder(encoder, dim)
+
+
+def index_encoder(spec: str, settings: Mapping[str, Any]) -> Encoder:
+    """The encoder an index's vectors come from: its model, cut to the manifest's ``truncate_dim``."""
+    from . import get_encoder
+
+    dim = settings.get(TRUNCATE_DIM)
+    return truncate_dims(get_encoder(spec), int(dim) if dim else None)
+
+
+def truncated_factory(factory: Any, dim: int, spec: str) -> Encoder:
+    """``factory(spec)`` cut to ``dim``: what a Ray worker loads for an index built with --dim."""
+    return truncate_dims(factory(spec), dim)

@@ -69,6 +69,8 @@ class OpenClipEncoder:
     """An open_clip model behind the Encoder protocol (rows L2-normalised float32)."""
 
     backend = "openclip"
+    # encode_texts takes languages= (the engine passes the query language; NLLB reads it as a token)
+    accepts_languages = True
 
     def __init__(
         self,

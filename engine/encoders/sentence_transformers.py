@@ -64,6 +64,8 @@ class SentenceTransformersEncoder:
     """A sentence-transformers text model and image model sharing one space (rows L2-normalised)."""
 
     backend = "sentence-transformers"
+    # encode_texts takes languages= (the engine passes the query language; NLLB reads it as a token)
+    accepts_languages = True
     language_tokens = False
     matryoshka: bool | None = False
 
