@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick lint format eval-sample clean serve bench-server bench-encode bench-index bench-ray
+.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-ray
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ format: install  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+mutation: install  ## Mutation testing of the core on a copy of the tree (cosmic-ray; SAMPLE=N mutants per module, 0: all)
+	$(BIN)/python -m pip install -q 'cosmic-ray>=8.3'
+	$(BIN)/python scripts/mutation.py $(if $(filter-out 0,$(SAMPLE)),--sample $(SAMPLE)) --seed $(or $(SEED),0)
+
 test-quick: install  ## The quick loop: everything but the slow integration tests
 	$(BIN)/python -m pytest -m "not slow"
 
@@ -56,8 +60,9 @@ serve: install  ## Serve the demo index at http://127.0.0.1:8000 (built first if
 bench-server: install  ## Load test: 32 concurrent clients x 3000 mixed requests against a live server
 	$(BIN)/python benchmarks/bench_server.py
 
-bench-encode: install  ## Indexing images/s (decode, model, end to end) and query latency of babel-lite
+bench-encode: install  ## Indexing images/s and query latency: babel-lite, then the CLIP architectures (random weights)
 	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_clip.py
 
 bench-ray: install  ## Indexing images/s single-process vs Ray (a local Ray, 2 workers) on the shared sample
 	$(BIN)/python benchmarks/bench_ray.py

@@ -38,7 +38,8 @@ from babelsearch.engine.catalog import (
     open_catalog,
     write_terms,
 )
-from babelsearch.engine.encoders import Encoder, get_encoder
+from babelsearch.engine.encoders import Encoder
+from babelsearch.engine.encoders.matryoshka import index_encoder
 from babelsearch.engine.errors import InvalidQuery, SourceError
 from babelsearch.engine.layout import Manifest, atomic_write_bytes, manifest_path, read_manifest, write_manifest
 from babelsearch.engine.rerank import (
@@ -140,7 +141,7 @@ def update_image_terms(
         read_manifest(index_dir)  # says why there is no index, before a lock file is made there
     with index_lock(index_dir, "babelsearch bank update"):
         manifest = read_manifest(index_dir)  # under the lock: the manifest written back is this one
-        encoder = encoder or get_encoder(manifest.model)
+        encoder = encoder or index_encoder(manifest.model, manifest.settings)  # the index's --dim too
         db = open_catalog(index_dir)
         try:
             return refresh_image_terms(

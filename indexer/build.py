@@ -26,6 +26,9 @@ import numpy as np
 
 from babelsearch.engine.catalog import file_records, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
+from babelsearch.engine.encoders.local import canonical_spec
+from babelsearch.engine.encoders.matryoshka import TRUNCATE_DIM, truncate_dims
+from babelsearch.engine.errors import IncompatibleIndex
 from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST
 
@@ -82,21 +85,29 @@ class IndexOptions:
     retrain: bool = False  # retrain the quantizer even if the collection has not outgrown it
     max_file_bytes: int = MAX_FILE_BYTES  # larger files are skipped with that reason, never read
     repair: bool = False  # drop damaged or missing shards (and a damaged catalog) and embed their images again
+    dim: int | None = None  # Matryoshka models: keep the first dim dimensions (None: the index's own, else all)
+    target_recall: float | None = None  # recall@10 the search defaults are tuned to (None: the index's own, else 0.95)
+    target_latency: float | None = None  # or: the p50 milliseconds to tune to, at the highest recall within it
 
 
 def build_index(
     sources: Iterable[str | os.PathLike],
     index_dir: str | os.PathLike,
     model: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     progress: bool = False,
     encoder: Encoder | None = None,
     options: IndexOptions | None = None,
     query_bank: list[str | os.PathLike] | None = None,
     ray: str | bool | None = None,
+    dim: int | None = None,
 ) -> IndexReport:
     """Make ``index_dir`` (created, or brought up to date) index every image under ``sources``.
+
+    ``batch_size``: images per model call (None: the encoder's ``image_batch_size``, else 32).
+    ``dim`` (or ``options.dim``): keep the first dim dimensions of a Matryoshka model's vectors; recorded
+    in the manifest, so searches and later runs use the same; None keeps the index's (new: all of them).
 
     ``query_bank``: user bank files for margin reranking (None keeps the index's; see engine.bank).
     ``ray``: decode and embed on Ray (indexer/distributed.py): True or "local" starts a local Ray on
@@ -105,14 +116,17 @@ def build_index(
     started = time.perf_counter()
     options = options or IndexOptions()
     index_dir = Path(index_dir)
-    if batch_size < 1:
+    dim = dim if dim is not None else options.dim
+    if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    # the manifest records local: paths absolute, so the index opens from any working directory
+    model = canonical_spec(model) if model is not None else None
     runner = None
     if ray is not None and ray is not False:
         from .distributed import RayBuild
 
         # before anything is read or written: without Ray installed this is the one clear error
-        runner = RayBuild(ray, batch_size=batch_size, workers=workers, progress=progress, encoder=encoder)
+        runner = RayBuild(ray, batch_size=batch_size or 32, workers=workers, progress=progress, encoder=encoder)
     source_paths = [Path(s).expanduser() for s in sources]
     paths = collect_images(source_paths)
     asked = model if model is not None else (encoder.name if encoder is not None else None)
@@ -123,14 +137,19 @@ def build_index(
     writer = open_writer(index_dir, asked, options, writer_class=runner.writer_class if runner else IndexWriter)
     report = IndexReport(index_dir=index_dir, found=len(paths))
     try:
-        encoder = encoder or get_encoder(writer.manifest.model)
+        encoder = _index_dims(writer, encoder or get_encoder(writer.manifest.model), dim)
         writer.use_encoder(encoder)
+        if batch_size is None:
+            batch_size = int(getattr(encoder, "image_batch_size", None) or 32)
+            if runner is not None:
+                runner.batch_size = batch_size
         if runner is not None:
             runner.start(writer)  # before planning: a retrain's shard rebuild is filled on Ray too
         todo, gone, changed = _compare_with_catalog(writer.db, paths, source_paths)
         report.unchanged = len(paths) - len(todo)
         report.changed = len(changed)
         report.removed = writer.remove(gone + changed) - len(changed)
+        writer.set_targets(options.target_recall, options.target_latency)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain)
         if runner is not None:
             runner.embed_and_add(writer, todo, encoder, report, options.max_file_bytes)
@@ -147,6 +166,26 @@ def build_index(
             runner.close()
     _fill_report(report, writer, started)
     return report
+
+
+def _index_dims(writer: IndexWriter, encoder: Encoder, dim: int | None) -> Encoder:
+    """The encoder cut to the index's dimensions: ``dim`` for a new index, the recorded one for an
+    existing index (another ``dim`` is refused: its vectors would not fit)."""
+    manifest = writer.manifest
+    recorded = manifest.settings.get(TRUNCATE_DIM)
+    full = int(getattr(encoder, "full_dim", encoder.dim))
+    if manifest.dim:  # an existing index: its dimensions are settled
+        kept = int(recorded) if recorded else manifest.dim
+        if dim is not None and dim != kept:
+            raise IncompatibleIndex(
+                f"index {writer.index_dir} keeps {kept} dimensions of {manifest.model}, not {dim}; "
+                f"run without --dim (or --dim {kept}), or build a new index in another directory"
+            )
+        dim = int(recorded) if recorded else None
+    encoder = truncate_dims(encoder, dim)
+    if encoder.dim < full:
+        manifest.settings[TRUNCATE_DIM] = encoder.dim
+    return encoder
 
 
 def open_writer(

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from babelsearch.engine.errors import InvalidSetting
-from babelsearch.engine.shards import is_ivf
+from babelsearch.engine.ivf import is_ivf
 
 DEVICES = ("auto", "cpu", "cuda")
 

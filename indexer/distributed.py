@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from babelsearch.engine.encoders import Encoder
+from babelsearch.engine.encoders.matryoshka import TruncatedEncoder, truncated_factory
 from babelsearch.engine.errors import BabelsearchError, InvalidSetting, UnknownModel
 from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST, write_manifest
@@ -267,8 +268,12 @@ class RayBuild:
         registry's factory for the index's model spec (so an encoder registered only in this process,
         e.g. by a plugin or a test, loads on the workers too, as long as its module imports there)."""
         if self.given_encoder is not None:
-            return functools.partial(_same, self.given_encoder)
-        return functools.partial(_registry_factory(spec), spec.strip())
+            return functools.partial(_same, encoder)  # the given one, cut to the index's --dim if it has one
+        factory = _registry_factory(spec)
+        if isinstance(encoder, TruncatedEncoder):
+            # an index built with --dim: every worker keeps the same prefix of the model's vectors
+            return functools.partial(truncated_factory, factory, encoder.dim, spec.strip())
+        return functools.partial(factory, spec.strip())
 
     # -- finishing -------------------------------------------------------------------------------
     def committed(self, writer: IndexWriter) -> None:

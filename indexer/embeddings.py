@@ -20,7 +20,7 @@ import numpy as np
 
 from babelsearch.engine.bank import BANK_SETTINGS
 from babelsearch.engine.catalog import file_records
-from babelsearch.engine.encoders import get_encoder
+from babelsearch.engine.encoders.matryoshka import index_encoder
 from babelsearch.engine.errors import SourceError
 from babelsearch.engine.layout import PRECOMPUTED_MODEL
 
@@ -66,6 +66,7 @@ def index_embeddings(
         report.unchanged = len(array) - len(todo)
         report.changed = len(replaced)
         writer.remove(replaced)
+        writer.set_targets(options.target_recall, options.target_latency)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain, extra=array if todo else None)
         rows_to_add = np.asarray(todo, dtype=np.int64)
         bar = _progress_bar(len(rows_to_add), progress)
@@ -91,7 +92,7 @@ def _refresh_terms(writer: IndexWriter) -> None:
     """The new vectors' margin terms, where the index keeps a query bank (it has a text model then)."""
     manifest = writer.manifest
     if BANK_SETTINGS in manifest.settings and manifest.model != PRECOMPUTED_MODEL:
-        refresh_image_terms(writer.index_dir, manifest, writer.db, get_encoder(manifest.model))
+        refresh_image_terms(writer.index_dir, manifest, writer.db, index_encoder(manifest.model, manifest.settings))
 
 
 def load_vectors(path: Path) -> np.ndarray:

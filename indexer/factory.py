@@ -21,7 +21,7 @@ import math
 import re
 
 from babelsearch.engine.errors import InvalidSetting
-from babelsearch.engine.shards import is_ivf
+from babelsearch.engine.ivf import is_ivf
 
 FLAT = "Flat"
 MIN_POINTS_PER_CENTROID = 39  # faiss' k-means warns below this many training points per centroid

@@ -249,10 +249,29 @@ class IndexWriter:
         self.stats.write_seconds += time.perf_counter() - started
         debug_point("after-checkpoint")
 
+    def set_targets(self, recall: float | None = None, latency_ms: float | None = None) -> None:
+        """The search target the index tunes itself to at ``finish`` (None, None: the index's own)."""
+        if recall is not None and latency_ms is not None:
+            raise ValueError("give a target recall or a target latency, not both")
+        if recall is not None:
+            if not 0 < recall <= 1:
+                raise ValueError("target recall must be in (0, 1]")
+            self.manifest.settings["target_recall"] = float(recall)
+            self.manifest.settings.pop("target_latency_ms", None)
+        if latency_ms is not None:
+            if latency_ms <= 0:
+                raise ValueError("target latency must be positive")
+            self.manifest.settings["target_latency_ms"] = float(latency_ms)
+            self.manifest.settings.pop("target_recall", None)
+
     def finish(self) -> None:
-        """Flush, train if this run was to train but never reached its sample size, save the counts."""
+        """Flush, train if this run was to train but never reached its sample size, tune the search
+        defaults to the target (tuning.py), save the counts."""
+        from .tuning import tune_index
+
         self.flush()
         self.training.finish()
+        tune_index(self)
         self.manifest.images = count_images(self.db)
         write_manifest(self.index_dir, self.manifest)
 

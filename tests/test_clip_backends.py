@@ -564,3 +564,202 @@ def test_models_command_lists_every_spec_with_figures_and_presence(offline, monk
         "XTD10 text->image R@10": 0.9503,
         "XM3600 text->image R@10": 0.8922,
     }
+
+
+# -- issue 11, phase 2: the query language, --dim, canonical specs, an unavailable model at create_app ----
+@pytest.fixture(scope="module")
+def nllb_index(models, photos, tmp_path_factory) -> Path:
+    index_dir = tmp_path_factory.mktemp("nllb-index") / "index"
+    result = run("index", photos, "--index", index_dir, "--model", spec_of(models, "nllb"), "-q")
+    assert result.exit_code == 0, result.output
+    return index_dir
+
+
+def _spy_languages(monkeypatch, encoder) -> list:
+    """What the engine hands the encoder as languages=, one entry per encode_texts call."""
+    seen: list = []
+    real = encoder.encode_texts
+
+    def encode_texts(texts, languages=None):
+        seen.append(languages)
+        return real(texts, languages=languages)
+
+    monkeypatch.setattr(encoder, "encode_texts", encode_texts)
+    return seen
+
+
+def test_query_language_reaches_the_nllb_token(models, nllb_index, monkeypatch):
+    from babelsearch.engine import SearchEngine
+    from babelsearch.engine.errors import InvalidQuery
+    from babelsearch.webui import create_app
+
+    engine = SearchEngine.open(nllb_index)
+    german, russian = engine._encode(["rot"], "de"), engine._encode(["rot"], "ru")
+    assert not np.allclose(german, russian)  # the token reached the tokenizer
+    assert np.array_equal(german, engine.encoder.encode_texts(["rot"], languages="deu_Latn"))
+    assert engine.model_languages(["rot", "красный квадрат на фото"], "de") == ["deu_Latn", "deu_Latn"]
+    assert engine.model_languages(["ein roter Hund im Schnee", "красный квадрат на фото"]) == ["deu_Latn", "rus_Cyrl"]
+    as_de = engine.search("rot", k=8, lang="de", rerank="none")
+    as_ru = engine.search("rot", options=babelsearch_options(lang="ru", rerank="none"))
+    assert [h.cosine for h in as_de] != [h.cosine for h in as_ru]
+    page = engine.search_page("rot", k=3, offset=1, lang="de", rerank="none")
+    assert [h.id for h in page] == [h.id for h in as_de[1:4]]
+    assert len(engine.search_many(["rot", "blau"], k=2, lang="de")) == 2
+    with pytest.raises(InvalidQuery, match="lang must be"):
+        engine.search("rot", lang="not a code!")
+
+    # the API: lang= reaches the model, and a detected language is the one the model was given
+    seen = _spy_languages(monkeypatch, get_encoder(spec_of(models, "nllb")))
+    client = create_app({"INDEX_DIR": str(nllb_index)}).test_client()
+    body = client.get("/api/search", query_string={"q": "rot", "k": 3, "lang": "de"}).get_json()
+    assert body["language"]["code"] == "de" and seen[-1] == ["de"]
+    body = client.get("/api/search", query_string={"q": "красный квадрат на фото", "k": 3}).get_json()
+    assert body["language"]["code"] == "ru" and seen[-1] == ["ru"]
+
+    result = run("search", nllb_index, "rot", "--lang", "de", "--json", "--rerank", "none", "--k", "8")
+    assert result.exit_code == 0, result.output
+    assert [hit["cosine"] for hit in json.loads(result.output)["results"]] == [
+        round(h.cosine, 6)
+        for h in as_de  # type: ignore[arg-type]
+    ]
+    result = run("search", nllb_index, "rot", "--lang", "x y", catch=True)
+    assert result.exit_code == 1 and "lang must be" in result.output and "Traceback" not in result.output
+
+
+def babelsearch_options(**values):
+    from babelsearch.engine.options import SearchOptions
+
+    return SearchOptions(k=8, **values)
+
+
+def test_models_without_language_tokens_ignore_lang(models, photos, tmp_path, monkeypatch):
+    from babelsearch.engine import SearchEngine
+
+    index_dir = tmp_path / "st-index"
+    assert run("index", photos, "--index", index_dir, "--model", spec_of(models, "st"), "-q").exit_code == 0
+    engine = SearchEngine.open(index_dir)
+    seen = _spy_languages(monkeypatch, engine.encoder)
+    plain = engine.search("red", k=5, rerank="none")
+    assert seen == [None]  # nothing detected for a model that reads no language
+    assert [h.id for h in engine.search("red", k=5, rerank="none", lang="de")] == [h.id for h in plain]
+
+
+def test_index_dim_truncates_every_vector_and_is_kept(models, photos, tmp_path, monkeypatch):
+    from babelsearch.engine import SearchEngine
+    from babelsearch.indexer import build_index
+    from babelsearch.indexer.bank_terms import update_image_terms
+
+    spec, short = spec_of(models, "xlmr"), EMBED_DIM // 2
+    index_dir = tmp_path / "index"
+    result = run("index", photos, "--index", index_dir, "--model", spec, "--dim", short, "-q")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((index_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["dim"] == short and manifest["settings"]["truncate_dim"] == short
+
+    engine = SearchEngine.open(index_dir)
+    assert engine.encoder.dim == short
+    full = get_encoder(spec).encode_texts(["red"])
+    prefix = full[:, :short] / np.linalg.norm(full[:, :short], axis=1, keepdims=True)
+    assert np.allclose(engine._encode(["red"]), prefix, atol=1e-6)
+    # stored image vectors are the re-normalised prefix of the model's
+    from PIL import Image
+
+    first = engine.search("red", k=8, rerank="none")[0]
+    stored = engine._shards.vectors_for_ids([first.id])
+    image = get_encoder(spec).encode_images([Image.open(first.path).convert("RGB")])
+    expected = image[:, :short] / np.linalg.norm(image[:, :short])
+    # the indexer decodes reduced to the model's size (and may store float16): close, not equal
+    assert stored.shape == (1, short) and abs(float(np.linalg.norm(stored)) - 1) < 1e-2
+    assert float((stored @ expected.T)[0, 0]) > 0.999
+    result = run("search", index_dir, "red", "--k", "3", "--json")
+    assert result.exit_code == 0 and len(json.loads(result.output)["results"]) == 3
+
+    # a later run keeps N; another N is refused; bank update encodes at N too
+    extra = tmp_path / "more"
+    write_image(extra / "more.png", (10, 200, 10))
+    assert build_index([photos, extra], index_dir).indexed == 1
+    assert json.loads((index_dir / "manifest.json").read_text("utf-8"))["dim"] == short
+    result = run("index", photos, "--index", index_dir, "--dim", 8, "-q", catch=True)
+    assert result.exit_code == 1 and f"keeps {short} dimensions" in result.output and "Traceback" not in result.output
+    assert update_image_terms(index_dir, recompute=True).updated == 9
+
+
+def test_dim_is_refused_for_a_model_that_is_not_matryoshka(models, photos, tmp_path, monkeypatch):
+    encoder = get_encoder(spec_of(models, "xlmr"))
+    monkeypatch.setattr(encoder, "matryoshka", False)
+    index_dir = tmp_path / "index"
+    result = run("index", photos, "--index", index_dir, "--model", spec_of(models, "xlmr"), "--dim", 8, catch=True)
+    assert result.exit_code == 1 and "not a Matryoshka model" in result.output
+    assert not (index_dir / "manifest.json").exists()
+
+
+def test_a_relative_local_spec_is_recorded_absolute(models, photos, tmp_path, monkeypatch):
+    from babelsearch.engine.encoders.local import canonical_spec
+
+    workdir = tmp_path / "work"
+    shutil.copytree(models["xlmr"], workdir / "models" / "tiny")
+    monkeypatch.chdir(workdir)
+    assert run("index", photos, "--index", "idx", "--model", "local:./models/tiny", "-q").exit_code == 0
+    manifest = json.loads((workdir / "idx" / "manifest.json").read_text("utf-8"))
+    assert manifest["model"] == canonical_spec("local:./models/tiny") == f"local:{(workdir / 'models' / 'tiny')}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    get_encoder.cache_clear()
+    result = run("search", workdir / "idx", "red", "--k", "2")
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 2, result.output
+    # a rerun naming the model by the same relative path is the same model
+    monkeypatch.chdir(workdir)
+    assert run("index", photos, "--index", "idx", "--model", "local:./models/tiny", "-q").exit_code == 0
+
+
+def test_create_app_reports_an_unavailable_model_as_the_load_error(models, photos, tmp_path):
+    from babelsearch.webui import create_app
+
+    index_dir = tmp_path / "index"
+    assert run("index", photos, "--index", index_dir, "--model", spec_of(models, "xlmr"), "-q").exit_code == 0
+    manifest = json.loads((index_dir / "manifest.json").read_text("utf-8"))
+    manifest["model"] = OFFLINE_SPEC
+    (index_dir / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    client = create_app({"INDEX_DIR": str(index_dir)}).test_client()
+    for path in ("/api/search?q=red", "/api/health"):
+        response = client.get(path)
+        assert response.status_code == 503, (path, response.get_data(as_text=True))
+        error = response.get_json()["error"]
+        assert error["code"] == "no_index" and OFFLINE_SPEC in error["message"] and "not available" in error["message"]
+
+
+def test_batch_size_defaults_to_the_encoders(models, photos, tmp_path, monkeypatch):
+    from babelsearch.indexer import build
+    from babelsearch.indexer.build import build_index
+
+    sizes: list[int] = []
+    real = build._batches
+
+    def batches(items, size):
+        sizes.append(size)
+        return real(items, size)
+
+    monkeypatch.setattr(build, "_batches", batches)
+    encoder = get_encoder(spec_of(models, "xlmr"))
+    monkeypatch.setattr(encoder, "image_batch_size", 3)
+    build_index([photos], tmp_path / "a", model=spec_of(models, "xlmr"))
+    build_index([photos], tmp_path / "b", model=spec_of(models, "xlmr"), batch_size=5)
+    assert sizes == [3, 5]
+
+
+def test_ray_workers_load_the_index_dims(models):
+    import pickle
+
+    require_module("ray")
+    from babelsearch.engine.encoders.matryoshka import truncate_dims
+    from babelsearch.indexer.distributed import RayBuild
+
+    spec = spec_of(models, "xlmr")
+    short = truncate_dims(get_encoder(spec), 8)
+    # what travels to each actor, and what it loads there (no Ray needed to check that)
+    factory = pickle.loads(pickle.dumps(RayBuild("local")._encoder_factory(short, spec)))
+    loaded = factory()
+    assert loaded.dim == 8 and loaded.full_dim == EMBED_DIM
+    assert np.allclose(loaded.encode_texts(["red"]), short.encode_texts(["red"]), atol=1e-6)
+    assert RayBuild("local", encoder=get_encoder(spec))._encoder_factory(short, spec)().dim == 8  # a given encoder

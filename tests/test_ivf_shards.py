@@ -292,3 +292,33 @@ def test_a_trained_index_lost_in_an_interrupted_retrain_is_recovered_from_a_shar
     assert hashlib.sha256((index_dir / "trained.faiss").read_bytes()).hexdigest() == original
     found = ids_of(SearchEngine.open(index_dir).search_vectors(queries, k=10, nprobe=8, refine_factor=10))
     assert recall(found, exact_top_k(np.load(tmp_path / "more.npy"), queries, 10)) >= 0.95
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_the_faiss_refine_scores_and_orders_as_the_numpy_one(tmp_path: Path, dtype: str):
+    from babelsearch.engine.shards import RefineStore
+
+    rng = np.random.default_rng(3)
+    x = clustered_vectors(3000, dim=32, seed=5)
+    ids = np.sort(rng.choice(100_000, 3000, replace=False)).astype(np.int64)
+    stores = []
+    for number, rows in enumerate((slice(0, 1000), slice(1000, 1800), slice(1800, 3000))):
+        np.save(tmp_path / f"{number}.ids.npy", ids[rows])
+        np.save(tmp_path / f"{number}.vectors.npy", x[rows].astype(dtype))
+        stores.append(RefineStore.open(tmp_path / f"{number}.ids.npy", tmp_path / f"{number}.vectors.npy"))
+    shards = ShardSet(32, stores)
+    queries = clustered_vectors(40, dim=32, seed=6)
+    candidates = ids[rng.integers(0, 3000, (40, 60))]
+    candidates[:, -5:] = -1  # empty slots
+    candidates[::3, :4] = 100_001 + np.arange(4)  # ids no shard holds
+    scores, found = shards.refine(queries, candidates)
+    want_scores, want_ids = shards._refine_numpy(queries, candidates)
+    assert found.shape == candidates.shape and np.isneginf(scores[:, -5:]).all() and (found[:, -5:] == -1).all()
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    for row in scores:
+        assert (np.diff(row[np.isfinite(row)]) <= 0).all()
+    for row, want in zip(found, want_ids):  # equal sets, best first (ties may swap)
+        assert set(row.tolist()) == set(want.tolist())
+    rows = {int(i): k for k, i in enumerate(ids)}
+    exact = np.array([x[rows[int(i)]] @ queries[0] for i in found[0] if i >= 0])
+    np.testing.assert_allclose(scores[0][: len(exact)], exact, atol=2e-3 if dtype == "float16" else 1e-5)

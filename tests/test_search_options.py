@@ -26,7 +26,14 @@ def ids(hits) -> list[int]:
 
 
 def test_defaults_leave_everything_to_the_index():
-    assert dataclasses.astuple(SearchOptions()) == (10, None, None, None, None)
+    assert dataclasses.astuple(SearchOptions()) == (
+        10,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )  # k, rerank, margin_k, nprobe, refine_factor, lang
     assert babelsearch.SearchOptions is SearchOptions
     from babelsearch.engine.search import MAX_K as search_max_k  # where callers have long imported it
 

@@ -16,6 +16,7 @@ from babelsearch.engine.errors import (
     IndexNotFound,
     InvalidImage,
     InvalidQuery,
+    ModelUnavailable,
 )
 
 from .state import request_engine, state
@@ -38,6 +39,7 @@ DOMAIN_ERRORS: list[tuple[type[BabelsearchError], int, str]] = [
     (ImageNotFound, 404, "not_found"),
     (IndexNotFound, 503, "no_index"),
     (IncompatibleIndex, 503, "no_index"),
+    (ModelUnavailable, 503, "no_index"),  # the index's model is neither cached nor downloadable here
 ]
 
 

@@ -111,7 +111,7 @@ def openapi_document() -> dict[str, Any]:
                             "query",
                             {"type": "string", "pattern": f"^(?:{LANG_CODE})?$"},
                             "The query's language (ISO 639, such as de or pt-BR), instead of detecting it; "
-                            "empty: detected.",
+                            "empty: detected. Models that read a language (NLLB) are given it.",
                         ),
                         _param(
                             "rerank",

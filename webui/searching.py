@@ -10,8 +10,8 @@ from typing import Any
 
 from babelsearch.engine.errors import ImageNotFound, InvalidImage, InvalidQuery
 from babelsearch.engine.images import open_image
-from babelsearch.engine.language import Language, detect_language, given_language
-from babelsearch.engine.options import MAX_K, SearchOptions
+from babelsearch.engine.language import UNDETERMINED, Language
+from babelsearch.engine.options import MAX_K, SearchOptions, check_text
 from babelsearch.engine.search import Hit
 
 from .errors import WebError
@@ -121,15 +121,16 @@ def text_search(query: str | None, options: SearchOptions, offset: int = 0, lang
     engine = require_engine()
     if query is None:
         raise WebError(400, "bad_parameter", "q (the query text) is missing")
-    language = given_language(lang) if lang else None
     page = min(options.k, MAX_K - offset)
     if page < 1:
         raise InvalidQuery(f"offset must be less than {MAX_K}, got {offset}")
+    check_text(query)  # before detecting: an empty or too long query is its own error
+    # detected (or given) once: the language shown is the one the model is given (NLLB's token)
+    language = engine.query_language(query, lang or options.lang)
+    code = None if language.code == UNDETERMINED else language.code
     started = time.perf_counter()
-    hits = engine.search_page(query, offset=offset, options=replace(options, k=page))
+    hits = engine.search_page(query, offset=offset, options=replace(options, k=page, lang=code))
     took_ms = (time.perf_counter() - started) * 1000
-    if language is None:
-        language = detect_language(query)  # after the engine checked the query (empty, too long)
     more = len(hits) == page and offset + page < min(engine.count, MAX_K)
     return Results(hits, took_ms, options.k, offset, query, language, offset + page if more else None)
 

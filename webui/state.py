@@ -91,7 +91,11 @@ class State:
             return  # unchanged, or no manifest (yet, or the directory went away): keep what is served
         old = self._engine
         try:
-            engine = old.reopen() if old is not None else SearchEngine.open(self.index_dir)
+            if old is not None:
+                engine = old.reopen()
+            else:
+                engine = SearchEngine.open(self.index_dir)
+                check_model_available(engine)  # still unavailable: keep the load error, try again later
         except Exception as exc:  # anything a half-written or damaged index raises, faiss' RuntimeError too
             message = str(exc) if isinstance(exc, BabelsearchError) else f"{type(exc).__name__}: {exc}"
             if message != self.reload_error:  # once per cause, not at every check
@@ -120,8 +124,9 @@ def load_state(config: dict[str, Any]) -> State:
     if engine is None and config.get("INDEX_DIR"):
         try:
             engine = SearchEngine.open(config["INDEX_DIR"])
+            check_model_available(engine)
         except BabelsearchError as exc:
-            error = f"no index loaded: {exc}"
+            engine, error = None, f"no index loaded: {exc}"
             signature = None  # an index that appears (or is repaired) later is opened then
     elif engine is None:
         error = "no index loaded: start the server with `babelsearch serve INDEX_DIR`"
@@ -136,6 +141,18 @@ def load_state(config: dict[str, Any]) -> State:
         check_interval=None if interval is None or interval is False else float(interval),
         _signature=signature,
     )
+
+
+def check_model_available(engine: SearchEngine) -> None:
+    """Load the index's model now if its weights are not in the cache: with no network that is a
+    ModelUnavailable (one clear line) while the app is made, not a failure at the first search. A
+    cached or bundled model still loads on first use (or ``warm_up``), so making an app stays quick."""
+    from babelsearch.engine.encoders.local import weights_present
+    from babelsearch.engine.encoders.specs import find_spec
+
+    row = find_spec(engine.manifest.model)
+    if row is not None and row.backend != "bundled" and not weights_present(row.files):
+        engine.encoder  # noqa: B018 (loaded for its error)
 
 
 def state() -> State:

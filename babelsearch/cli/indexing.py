@@ -44,7 +44,30 @@ from .app import cli, one_line_errors, parse_margin_k
     help="Where faiss trains and adds vectors.",
 )
 @click.option("--retrain", is_flag=True, help="Retrain the quantizer even if the collection has not outgrown it.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="recall@10 the search defaults are tuned to, measured against exact search (default: the index's own, else 0.95).",
+)
+@click.option(
+    "--target-latency",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Instead: the p50 milliseconds to tune to, taking the highest recall within it.",
+)
+@click.option(
+    "--batch-size",
+    default=None,
+    type=click.IntRange(1, 4096),
+    help="Images per model call (default: the model's own; 32 for babel-lite, larger on a GPU).",
+)
+@click.option(
+    "--dim",
+    default=None,
+    type=click.IntRange(1),
+    help="Matryoshka models (e.g. nllb-clip-*/mrl): keep the first N dimensions (default: the index's own, else all).",
+)
 @click.option("--workers", default=None, type=click.IntRange(1, 64), help="Decode threads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option(
@@ -86,7 +109,10 @@ def index(
     index_factory,
     device,
     retrain,
+    target_recall,
+    target_latency,
     batch_size,
+    dim,
     workers,
     quiet,
     max_file_mb,
@@ -109,13 +135,20 @@ def index(
         raise click.UsageError("--query-bank needs a model to embed it; it does not go with --embeddings")
     if ray_address is not None and embeddings:
         raise click.UsageError("--ray embeds images on Ray; --embeddings are vectors already, added here")
+    if target_recall is not None and target_latency is not None:
+        raise click.UsageError("give --target-recall or --target-latency, not both")
+    if dim is not None and embeddings:
+        raise click.UsageError("--dim cuts a model's vectors; --embeddings are vectors already, added as they are")
     options = IndexOptions(
         shard_size=shard_size,
         index_factory=index_factory,
         device=device,
         retrain=retrain,
+        target_recall=target_recall,
+        target_latency=target_latency,
         max_file_bytes=max_file_mb << 20,
         repair=repair,
+        dim=dim,
     )
     if embeddings:
         report = index_embeddings(

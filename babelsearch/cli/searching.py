@@ -41,15 +41,23 @@ from .app import cli, json_text, one_line_errors, parse_margin_k
     default=None,
     help="Re-score k * this many candidates exactly (default: the index's own).",
 )
+@click.option(
+    "--lang",
+    default=None,
+    metavar="CODE",
+    help="The query's language (ISO 639, e.g. de or pt-BR), for models that read it (NLLB); default: detected.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @one_line_errors
-def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, as_json) -> None:
+def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, lang, as_json) -> None:
     """Search INDEX_DIR for QUERY, in any language."""
     from babelsearch.engine import SearchEngine
     from babelsearch.engine.options import SearchOptions
 
     # checked before the index is opened: a bad option is a clear error without loading anything
-    options = SearchOptions(k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor)
+    options = SearchOptions(
+        k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor, lang=lang or None
+    )
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
     hits = engine.search(query, options=options)
@@ -96,9 +104,11 @@ def info(index_dir, as_json, check) -> None:
         click.echo(f"{key:>15}: {details.get(key)}")
     click.echo(f"{'shards':>15}: {len(details.get('shards', []))} (at most {details.get('shard_size')} vectors each)")
     settings = details.get("settings", {})
-    for key in ("nprobe", "refine_factor"):
+    for key in ("nprobe", "refine_factor", "target_recall", "target_latency_ms", "measured_recall", "measured_p50_ms"):
         if key in settings:
             click.echo(f"{key:>15}: {settings[key]}")
+    if "tuning_note" in settings:
+        click.echo(f"{'tuning':>15}: {settings['tuning_note']}")
     bank = settings.get("query_bank")
     rerank = settings.get("rerank", {})
     if bank:

@@ -29,6 +29,9 @@ class TruncatedEncoder:
         self.full_dim = inner.dim
 
     def __getattr__(self, item: str) -> Any:
+        # only called for what the instance lacks; while unpickled (a Ray worker) _inner is not set yet
+        if item.startswith("__") or item == "_inner":
+            raise AttributeError(item)
         return getattr(self._inner, item)
 
     def encode_images(self, images: list) -> np.ndarray:

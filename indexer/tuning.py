@@ -1,0 +1,241 @@
+"""Search settings that meet a recall (or latency) target, measured on the index itself.
+
+At the end of every run that changed an IVF index (``IndexWriter.finish``) the writer measures
+recall@10 against exact search on a seeded sample of stored vectors used as queries (each query's
+own id is left out of both lists, so a vector does not trivially find itself), over a grid of
+nprobe x refine_factor, and records the cheapest pair that meets the target in the manifest's
+settings, which searches take as their defaults (a call's own ``nprobe=`` / ``refine_factor=`` still
+win). A target the grid cannot reach records the best pair found and a note saying so.
+
+Cost is a model, not a timing (the machine this runs on is shared and timings are noisy): codes
+scanned in the probed lists plus ``REFINE_COST`` per exactly re-scored candidate (a float16 row
+gathered from disk costs about as much as scanning a few PQ codes). ``target_latency`` instead times
+single queries and takes the highest recall within the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from babelsearch.engine.options import MAX_REFINE_FACTOR
+from babelsearch.engine.shards import ShardSet
+
+if TYPE_CHECKING:
+    from .writer import IndexWriter
+
+DEFAULT_TARGET_RECALL = 0.95
+K = 10
+NPROBE_GRID = (4, 8, 16, 32, 64, 128, 256, 512)
+REFINE_GRID = (10, 20, 30, 50, 75, 100)
+QUERIES = 300  # sampled queries: recall@10 to about +-0.01
+REFINE_COST = 8.0  # one exactly re-scored candidate, in units of one PQ code scanned
+TIMED_QUERIES = 50
+
+
+@dataclass
+class Tuning:
+    """The chosen search settings and what was measured for them."""
+
+    nprobe: int
+    refine_factor: int
+    measured_recall: float
+    met: bool
+    note: str
+    p50_ms: float | None = None
+
+    def settings(self, target_recall: float | None, target_latency_ms: float | None) -> dict:
+        out: dict = {
+            "nprobe": self.nprobe,
+            "refine_factor": self.refine_factor,
+            "measured_recall": round(self.measured_recall, 4),
+            "tuning_note": self.note,
+        }
+        if target_recall is not None:
+            out["target_recall"] = target_recall
+        if target_latency_ms is not None:
+            out["target_latency_ms"] = target_latency_ms
+        if self.p50_ms is not None:
+            out["measured_p50_ms"] = round(self.p50_ms, 3)
+        return out
+
+
+def sample_queries(shards: ShardSet, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of n stored vectors drawn evenly at random (seeded) from every shard."""
+    total = shards.ntotal
+    picks = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+    ids, vectors, start = [], [], 0
+    for store in shards.stores:
+        rows = picks[(picks >= start) & (picks < start + len(store))] - start
+        start += len(store)
+        if len(rows):
+            ids.append(np.asarray(store.ids[rows], dtype=np.int64))
+            vectors.append(store.rows(rows))
+    return np.concatenate(ids), np.concatenate(vectors)
+
+
+def exact_neighbours(shards: ShardSet, queries: np.ndarray, exclude: np.ndarray, k: int = K) -> np.ndarray:
+    """Exact top-k ids per query by a scan of every stored vector, each query's own id left out."""
+    best_scores = np.full((len(queries), k + 1), -np.inf, np.float32)
+    best_ids = np.full((len(queries), k + 1), -1, np.int64)
+    for ids, vectors in shards.iter_vectors():
+        scores = queries @ vectors.T
+        scores[ids[None, :] == exclude[:, None]] = -np.inf
+        take = min(k + 1, scores.shape[1])
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        all_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
+        all_ids = np.concatenate([best_ids, ids[top]], axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, : k + 1]
+        best_scores, best_ids = (
+            np.take_along_axis(all_scores, order, axis=1),
+            np.take_along_axis(all_ids, order, axis=1),
+        )
+    return best_ids[:, :k]
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+
+
+def _without_self(ids: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(ids), k), -1, np.int64)
+    for row, (found, own) in enumerate(zip(ids, exclude)):
+        kept = found[found != own][:k]
+        out[row, : len(kept)] = kept
+    return out
+
+
+def measure_grid(
+    shards: ShardSet,
+    queries: np.ndarray,
+    exclude: np.ndarray,
+    truth: np.ndarray,
+    nprobes: tuple[int, ...] = NPROBE_GRID,
+    refine_factors: tuple[int, ...] = REFINE_GRID,
+    k: int = K,
+    target_recall: float | None = None,
+) -> dict[tuple[int, int], float]:
+    """recall@k of (nprobe, refine_factor) pairs: one candidate search per nprobe at the deepest
+    pool, whose prefixes are the shallower pools (candidates come best first). With a target, pairs
+    that cannot be cheaper than one already meeting it are not measured."""
+    results: dict[tuple[int, int], float] = {}
+    deepest = (k + 1) * max(refine_factors)
+    cheapest = np.inf
+    for nprobe in sorted(nprobes):
+        if nprobe > shards.nlist or cost(shards, nprobe, min(refine_factors), k) >= cheapest:
+            continue
+        candidates = shards.candidates(queries, deepest, nprobe=nprobe)[1]
+        for factor in sorted(refine_factors):
+            if cost(shards, nprobe, factor, k) >= cheapest:
+                break
+            _, refined = shards.refine(queries, candidates[:, : (k + 1) * factor])
+            results[(nprobe, factor)] = reached = recall_at_k(_without_self(refined, exclude, k), truth)
+            if target_recall is not None and reached >= target_recall:
+                cheapest = cost(shards, nprobe, factor, k)
+                break
+    return results
+
+
+def cost(shards: ShardSet, nprobe: int, refine_factor: int, k: int = K) -> float:
+    """Model cost of one query: PQ codes scanned plus re-scored candidates (see the module doc)."""
+    per_list = shards.ntotal / max(1, shards.nlist)
+    return nprobe * per_list + REFINE_COST * k * refine_factor
+
+
+def choose(
+    shards: ShardSet,
+    recalls: dict[tuple[int, int], float],
+    target_recall: float,
+) -> Tuning:
+    """The cheapest measured pair meeting target_recall, else the best recall (cheapest among equals)."""
+    meeting = [pair for pair, r in recalls.items() if r >= target_recall]
+    if meeting:
+        nprobe, factor = min(meeting, key=lambda p: cost(shards, *p))
+        reached = recalls[(nprobe, factor)]
+        note = f"recall@10 {reached:.3f} >= target {target_recall:.2f} at nprobe {nprobe}, refine x{factor}"
+        return Tuning(nprobe, factor, reached, True, note)
+    best = max(recalls.values())
+    nprobe, factor = min((p for p, r in recalls.items() if r == best), key=lambda p: cost(shards, *p))
+    largest = max(p for p, _ in recalls), max(f for _, f in recalls)
+    note = (
+        f"target recall@10 {target_recall:.2f} not met: the best measured is {best:.3f} at nprobe {nprobe}, "
+        f"refine x{factor} (tried up to nprobe {largest[0]}, refine x{largest[1]}); "
+        "a larger code (--index-factory IVF...,PQ64) reaches further"
+    )
+    return Tuning(nprobe, factor, best, False, note)
+
+
+def choose_for_latency(
+    shards: ShardSet, queries: np.ndarray, recalls: dict[tuple[int, int], float], target_ms: float
+) -> Tuning:
+    """The highest recall whose single-query p50 (timed here) is within target_ms."""
+    timed: list[tuple[float, float, int, int]] = []
+    sample = queries[:TIMED_QUERIES]
+    for (nprobe, factor), reached in sorted(recalls.items(), key=lambda item: -item[1]):
+        p50 = _p50_ms(shards, sample, nprobe, factor)
+        timed.append((reached, p50, nprobe, factor))
+        if p50 <= target_ms:
+            note = (
+                f"recall@10 {reached:.3f} at p50 {p50:.2f} ms <= target {target_ms:g} ms (nprobe {nprobe}, x{factor})"
+            )
+            return Tuning(nprobe, factor, reached, True, note, p50_ms=p50)
+    reached, p50, nprobe, factor = min(timed, key=lambda t: t[1])
+    note = f"target latency {target_ms:g} ms not met: the fastest measured is {p50:.2f} ms (nprobe {nprobe}, x{factor})"
+    return Tuning(nprobe, factor, reached, False, note, p50_ms=p50)
+
+
+def _p50_ms(shards: ShardSet, queries: np.ndarray, nprobe: int, factor: int) -> float:
+    shards.search(queries[:2], K, nprobe=nprobe, refine_factor=factor)
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        shards.search(query[None, :], K, nprobe=nprobe, refine_factor=factor)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+def tune(
+    shards: ShardSet,
+    target_recall: float | None = DEFAULT_TARGET_RECALL,
+    target_latency_ms: float | None = None,
+    n_queries: int = QUERIES,
+    nprobes: tuple[int, ...] = NPROBE_GRID,
+    refine_factors: tuple[int, ...] = REFINE_GRID,
+) -> Tuning:
+    """Measure the grid on stored vectors as queries and choose (see the module doc)."""
+    refine_factors = tuple(f for f in refine_factors if f <= MAX_REFINE_FACTOR)
+    exclude, queries = sample_queries(shards, n_queries)
+    truth = exact_neighbours(shards, queries, exclude)
+    if target_latency_ms is not None:
+        recalls = measure_grid(shards, queries, exclude, truth, nprobes, refine_factors)
+        return choose_for_latency(shards, queries, recalls, target_latency_ms)
+    target = DEFAULT_TARGET_RECALL if target_recall is None else target_recall
+    recalls = measure_grid(shards, queries, exclude, truth, nprobes, refine_factors, target_recall=target)
+    return choose(shards, recalls, target)
+
+
+def tune_index(writer: IndexWriter) -> Tuning | None:
+    """Tune a writer's committed IVF index for the manifest's target and record the result; None for
+    exact (Flat) indexes, an index too small to sample, or one already tuned for its size and target."""
+    manifest = writer.manifest
+    settings = manifest.settings
+    if manifest.factory == "Flat" or not manifest.shards:
+        return None
+    target_recall = settings.get("target_recall", DEFAULT_TARGET_RECALL)
+    target_latency = settings.get("target_latency_ms")
+    key = [writer.count, target_recall, target_latency, manifest.trained_sha256]
+    if settings.get("tuned_for") == key:
+        return None
+    shards = ShardSet.open(writer.index_dir, manifest)
+    if shards.ntotal < 20 * K:
+        return None
+    started = time.perf_counter()
+    result = tune(shards, None if target_latency is not None else target_recall, target_latency)
+    settings.update(result.settings(None if target_latency is not None else target_recall, target_latency))
+    settings["tuned_for"] = key
+    writer.note(f"tuned in {time.perf_counter() - started:.1f} s: {result.note}")
+    return result
