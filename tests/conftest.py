@@ -150,12 +150,12 @@ def colour_index(tmp_path_factory) -> Path:
 
 @contextmanager
 def live_server(config: dict[str, Any]) -> Iterator[str]:
-    """A real waitress server for ``create_app(config)`` on a free 127.0.0.1 port, stopped afterwards."""
-    from waitress import create_server
-
+    """A real waitress server for ``create_app(config)`` on a free 127.0.0.1 port, stopped afterwards;
+    through webui.server, so with the limits and waitress settings `babelsearch serve` runs with."""
     from babelsearch.webui import create_app
+    from babelsearch.webui.server import create_server
 
-    server = create_server(create_app(config), host="127.0.0.1", port=0, threads=4)
+    server = create_server(create_app(config), "127.0.0.1", 0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote_from_bytes
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 from babelsearch.engine.options import MAX_K
 from babelsearch.webui import create_app
 from babelsearch.webui.openapi import NOT_ONLY_SPACE, SPACE_CLASS, UPLOAD_TYPES
-from babelsearch.webui.server import create_server
+
+from .conftest import live_server
 
 SEARCH_PARAMS = ["q", "k", "offset", "lang", "rerank", "margin_k", "nprobe", "refine_factor"]
 # values near every edge the server draws, besides arbitrary text
@@ -89,15 +89,8 @@ def test_the_query_pattern_matches_what_the_engine_calls_empty():
 # -- schemathesis over the OpenAPI document, against a live server -------------------------------
 @pytest.fixture(scope="module")
 def live_url(colour_index: Path) -> Iterator[str]:
-    # through webui.server: the limits and waitress settings `babelsearch serve` runs with
-    server = create_server(create_app({"INDEX_DIR": colour_index}), "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        thread.join(timeout=2)  # keep-alive connections schemathesis left open may hold it longer: a daemon
+    with live_server({"INDEX_DIR": colour_index}) as url:
+        yield url
 
 
 FORMATS = {

