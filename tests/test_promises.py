@@ -321,7 +321,12 @@ def test_ctrl_c_in_an_index_run_exits_130_with_one_line_and_the_next_run_resumes
     index, handshake = tmp_path / "index", tmp_path / "handshake"
     env = {k: v for k, v in os.environ.items() if k not in (DEBUG_KILL_ENV, DEBUG_PAUSE_ENV)}
     env.update({DEBUG_PAUSE_ENV: f"before-catalog:{handshake}", "BABELSEARCH_CACHE": str(tmp_path / "cache")})
-    code = "import sys, tests.conftest; from babelsearch.cli import main; sys.argv[0] = 'babelsearch'; main()"
+    # a job started in the background (`cmd &`, as CI runners may) inherits SIGINT ignored; a terminal's
+    # Ctrl-C reaches a foreground process with Python's default handler, so the child restores it
+    code = (
+        "import signal, sys, tests.conftest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from babelsearch.cli import main; sys.argv[0] = 'babelsearch'; main()"
+    )
     args = ["index", str(photos), "--index", str(index), "--model", "test-colours", "-q"]
     run = subprocess.Popen(
         [sys.executable, "-c", code, *args],
