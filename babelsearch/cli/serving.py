@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from babelsearch.webui.server import CHANNEL_TIMEOUT, CONNECTION_LIMIT
+
 from .app import cli, one_line_errors
 
 
@@ -14,14 +16,14 @@ from .app import cli, one_line_errors
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Worker threads.")
 @click.option(
     "--connection-limit",
-    default=1000,
+    default=CONNECTION_LIMIT,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Open connections at most (idle ones included); more wait to be accepted.",
 )
 @click.option(
     "--channel-timeout",
-    default=30,
+    default=CHANNEL_TIMEOUT,
     show_default=True,
     type=click.IntRange(1, 3600),
     help="Seconds an idle or half-sent connection is kept open.",
