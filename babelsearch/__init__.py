@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "SearchEngine": "babelsearch.engine.search",
     "Hit": "babelsearch.engine.search",
     "SearchOptions": "babelsearch.engine.options",
+    "Where": "babelsearch.engine.filters",
     "Encoder": "babelsearch.engine.encoders",
     "get_encoder": "babelsearch.engine.encoders",
     "register_encoder": "babelsearch.engine.encoders",
@@ -70,6 +71,7 @@ __all__ = [
     "SearchOptions",
     "SourceError",
     "UnknownModel",
+    "Where",
     "available_models",
     "build_index",
     "create_app",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         SourceError,
         UnknownModel,
     )
+    from .engine.filters import Where
     from .engine.options import SearchOptions
     from .engine.search import Hit, SearchEngine
     from .indexer.bank_terms import update_image_terms

@@ -19,6 +19,7 @@ from .errors import (
     SourceError,
     UnknownModel,
 )
+from .filters import Where
 from .search import Hit, SearchEngine
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SearchEngine",
     "SourceError",
     "UnknownModel",
+    "Where",
     "available_models",
     "get_encoder",
     "register_encoder",

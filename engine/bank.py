@@ -101,3 +101,17 @@ def save_vectors(path: Path, vectors: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(vectors, dtype=np.float32))
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def bank_vectors(index_dir: Path) -> np.ndarray | None:
+    """The query bank's text vectors stored with an index (default part, then the user part), or None
+    when it has none (built without a bank, or by precomputed vectors)."""
+    bank_dir = Path(index_dir) / BANK_DIR
+    parts = sorted(bank_dir.glob("default-*.npy")) + sorted(bank_dir.glob("user-*.npy"))
+    loaded = []
+    for part in parts:
+        try:
+            loaded.append(np.load(part, allow_pickle=False).astype(np.float32, copy=False))
+        except (OSError, ValueError):
+            return None  # a damaged cache file: the caller goes without (the index itself is fine)
+    return np.concatenate(loaded) if loaded else None

@@ -15,18 +15,53 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlite_utils
 
 from .layout import CATALOG, CATALOG_HINT, damaged
 
+if TYPE_CHECKING:
+    from .filters import Where
+
 IMAGES = "images"
 TERMS_TABLE = "margin_terms"
-IMAGE_COLUMNS = ("id", "path", "bytes", "mtime", "sha256", "width", "height", "added")
+IMAGE_COLUMNS = (
+    "id",
+    "path",
+    "bytes",
+    "mtime",
+    "sha256",
+    "width",
+    "height",
+    "added",
+    "taken_at",
+    "taken_from",
+    "format",
+)
+# added in 0.3 (filters by date and type): a catalog from before gets them when an index run opens it
+PHOTO_COLUMNS: dict[str, type[str]] = {"taken_at": str, "taken_from": str, "format": str}
+# the one spelling of a date in the catalog: ISO 8601 local time, no zone, so text order is time order
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_SQL_LOCAL_MTIME = f"strftime('{DATE_FORMAT}', mtime, 'unixepoch', 'localtime')"
+# a file's extension -> the format name Pillow gives it (for rows indexed before the format was recorded)
+FORMAT_OF_EXTENSION = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".webp": "webp",
+    ".gif": "gif",
+    ".bmp": "bmp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".heic": "heif",
+    ".heif": "heif",
+    ".avif": "avif",
+}
 # SQLite caps bound variables per statement (999 in old builds); 500 stays far below any limit
 _CHUNK = 500
 
@@ -131,8 +166,10 @@ def _probe(index_dir: str | os.PathLike) -> int:
         if IMAGES not in db.table_names():
             raise damaged(index_dir, CATALOG, "has no images table (empty, or not babelsearch's)", CATALOG_HINT)
         columns = {column.name for column in db[IMAGES].columns}
-        if not set(IMAGE_COLUMNS) <= columns:
-            raise damaged(index_dir, CATALOG, f"lacks the columns {sorted(set(IMAGE_COLUMNS) - columns)}", CATALOG_HINT)
+        # the photo columns came later: a catalog without them is older, not damaged (see ensure_schema)
+        required = set(IMAGE_COLUMNS) - set(PHOTO_COLUMNS)
+        if not required <= columns:
+            raise damaged(index_dir, CATALOG, f"lacks the columns {sorted(required - columns)}", CATALOG_HINT)
         row = next(db.query(f"select count(*) as n, max(id) as m from {IMAGES}"))
         return int(row["n"])
     finally:
@@ -162,7 +199,16 @@ def sqlite_failure(exc: sqlite3.Error, index_dir: str | os.PathLike) -> Exceptio
     return exc
 
 
+def photo_date(exif_taken_at: str | None, mtime: float) -> dict[str, str]:
+    """The ``taken_at`` and ``taken_from`` columns of a photo: EXIF DateTimeOriginal when the camera
+    wrote one, else the file's modification time in this machine's local time."""
+    if exif_taken_at:
+        return {"taken_at": exif_taken_at, "taken_from": "exif"}
+    return {"taken_at": time.strftime(DATE_FORMAT, time.localtime(mtime)), "taken_from": "mtime"}
+
+
 def ensure_schema(db: sqlite_utils.Database) -> None:
+    """Create the tables, or bring an older catalog's up to date (the writer calls it under the lock)."""
     if IMAGES not in db.table_names():
         db.table(IMAGES).create(
             {
@@ -174,10 +220,27 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
                 "width": int,
                 "height": int,
                 "added": float,
+                **PHOTO_COLUMNS,
             },
             pk="id",
         )
         db.table(IMAGES).create_index(["path"], unique=True)
+        return
+    missing = {name: kind for name, kind in PHOTO_COLUMNS.items() if name not in db[IMAGES].columns_dict}
+    if missing:
+        _add_photo_columns(db, missing)
+
+
+def _add_photo_columns(db: sqlite_utils.Database, missing: dict[str, type[str]]) -> None:
+    # Rows from before keep what can be known without reading the files again: the date from the mtime
+    # (an EXIF date is read when the file is indexed anew) and the format from the extension.
+    with db.conn:
+        for name, kind in missing.items():
+            db.table(IMAGES).add_column(name, kind)
+        db.execute(f"update {IMAGES} set taken_at = {_SQL_LOCAL_MTIME}, taken_from = 'mtime' where taken_at is null")
+        rows = db.execute(f"select id, path from {IMAGES} where format is null").fetchall()
+        formats = [(FORMAT_OF_EXTENSION.get(os.path.splitext(read_path(p))[1].lower()), i) for i, p in rows]
+        db.conn.executemany(f"update {IMAGES} set format = ? where id = ?", formats)
 
 
 def ensure_terms_table(db: sqlite_utils.Database) -> None:
@@ -201,6 +264,61 @@ def rows_by_ids(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, dict
         for row in db.query(f"select * from {IMAGES} where id in ({marks})", chunk):
             found[row["id"]] = _with_path(row)
     return found
+
+
+def matching_ids(db: sqlite_utils.Database, where: Where) -> np.ndarray:
+    """The sorted ids (int64) of the images ``where`` allows, by one parameterised query."""
+    clauses, params = _where_sql(where, set(db[IMAGES].columns_dict))
+    sql = f"select id from {IMAGES}" + (f" where {' and '.join(clauses)}" if clauses else "") + " order by id"
+    return np.fromiter((row[0] for row in db.execute(sql, params)), dtype=np.int64)
+
+
+def _where_sql(where: Where, columns: set[str]) -> tuple[list[str], list[Any]]:
+    # a catalog from before 0.3 that no index run has opened since lacks the photo columns: the same
+    # answers from what it has (the date from the mtime, the format from the extension is not kept)
+    taken = "taken_at" if "taken_at" in columns else _SQL_LOCAL_MTIME
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def folder_test(folder: str) -> str:
+        if folder.startswith("/"):
+            # the folder itself or below it; substr compares exactly (LIKE would read % and _ in names)
+            prefix = folder if folder.endswith("/") else folder + "/"
+            params.append(prefix)
+            return f"substr(path, 1, length(?{len(params)})) = ?{len(params)}"
+        params.append("/" + folder + "/")
+        return f"instr('/' || path, ?{len(params)}) > 0"
+
+    if where.folders:
+        clauses.append("(" + " or ".join(folder_test(f) for f in where.folders) + ")")
+    for folder in where.exclude_folders:
+        clauses.append(f"not {folder_test(folder)}")
+    if where.after:
+        params.append(where.after)
+        clauses.append(f"{taken} >= ?{len(params)}")
+    if where.before:
+        params.append(where.before)
+        clauses.append(f"{taken} < ?{len(params)}")
+    if where.orientation:
+        clauses.append(
+            {"landscape": "width > height", "portrait": "height > width", "square": "width = height"}[where.orientation]
+        )
+    if where.min_width:
+        params.append(where.min_width)
+        clauses.append(f"width >= ?{len(params)}")
+    if where.min_height:
+        params.append(where.min_height)
+        clauses.append(f"height >= ?{len(params)}")
+    if where.types:
+        if "format" not in columns:
+            clauses.append("0")  # unknown formats match no type: an index run records them
+        else:
+            marks = []
+            for kind in where.types:
+                params.append(kind)
+                marks.append(f"?{len(params)}")
+            clauses.append(f"format in ({','.join(marks)})")
+    return clauses, params
 
 
 def count_images(db: sqlite_utils.Database) -> int:
@@ -250,6 +368,11 @@ def update_file_stats(db: sqlite_utils.Database, stats: list[tuple[int, float, i
     """New (bytes, mtime) for (bytes, mtime, id) triples: files touched but not changed."""
     with db.conn:
         db.conn.executemany(f"update {IMAGES} set bytes = ?, mtime = ? where id = ?", stats)
+        # a date that came from the mtime follows it (an EXIF date is the photo's own)
+        changed = [(image_id,) for _, _, image_id in stats]
+        db.conn.executemany(
+            f"update {IMAGES} set taken_at = {_SQL_LOCAL_MTIME} where id = ? and taken_from = 'mtime'", changed
+        )
 
 
 # -- margin terms ---------------------------------------------------------------------------------

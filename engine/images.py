@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidImage
@@ -88,6 +89,49 @@ def open_image(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
 
 def open_image_and_size(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> tuple[Any, tuple[int, int]]:
     """Like ``open_image``, and the original (width, height) as shown, i.e. after EXIF orientation."""
+    photo = open_photo(source, reduce_to)
+    return photo.image, (photo.width, photo.height)
+
+
+@dataclass
+class Photo:
+    """A decoded image and what the indexer records of it: its size as shown (after EXIF orientation),
+    its format (Pillow's name lower-cased: "jpeg", "png", "heif", "avif", ...) and, when the camera
+    wrote one, when it was taken (EXIF DateTimeOriginal as ISO text, the camera's local time)."""
+
+    image: Any
+    width: int
+    height: int
+    format: str | None = None
+    taken_at: str | None = None
+
+
+# EXIF: the Exif sub-IFD, and in it DateTimeOriginal ("2024:07:14 18:03:59")
+_EXIF_IFD = 0x8769
+_DATE_TIME_ORIGINAL = 0x9003
+_EXIF_DATE = re.compile(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+
+
+def exif_taken_at(exif: Any) -> str | None:
+    """EXIF DateTimeOriginal as ``YYYY-MM-DDTHH:MM:SS``, or None when absent or not a real date
+    (cameras write "0000:00:00 00:00:00" when their clock was never set)."""
+    try:
+        raw = exif.get_ifd(_EXIF_IFD).get(_DATE_TIME_ORIGINAL)
+    except Exception:  # a damaged EXIF block loses the date, never the photo
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    match = _EXIF_DATE.match(raw.strip()) if isinstance(raw, str) else None
+    if not match:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    if not (1800 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+        return None
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{min(second, 59):02d}"
+
+
+def open_photo(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> Photo:
+    """Like ``open_image``, with the facts the catalog keeps (see Photo)."""
     if not isinstance(source, bytes):
         try:
             source = read_regular_file(source)[0]
@@ -99,15 +143,18 @@ def open_image_and_size(source: str | os.PathLike | bytes, reduce_to: int | None
         image = Image.open(io.BytesIO(source))
         if image.width * image.height > MAX_PIXELS:
             raise InvalidImage(f"image too large ({image.width}x{image.height} pixels)")
-        swapped = image.getexif().get(0x0112, 1) in _SWAPPING_ORIENTATIONS
+        exif = image.getexif()
+        swapped = exif.get(0x0112, 1) in _SWAPPING_ORIENTATIONS
         size = (image.height, image.width) if swapped else (image.width, image.height)
+        kind = (image.format or "").lower() or None
+        taken_at = exif_taken_at(exif)
         if reduce_to and image.format == "JPEG" and reduce_to < min(image.size):
             # JPEG decodes at 1/2, 1/4, 1/8 scale for free; draft keeps the result >= the request
             scale = reduce_to / min(image.size)
             image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         image = to_rgb(ImageOps.exif_transpose(image))
         image.load()
-        return image, size
+        return Photo(image, size[0], size[1], kind, taken_at)
     except InvalidImage:
         raise
     except Image.DecompressionBombError:  # more than twice MAX_PIXELS: refused by Pillow's own guard
@@ -185,4 +232,22 @@ def _pil() -> tuple[Any, Any]:
     # Pillow's warning, then our InvalidImage.
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    register_heif()
     return Image, ImageOps
+
+
+_heif_registered = False
+
+
+def register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF (iPhone photos) through pillow-heif, once per process; False when it is
+    not installed (those files are then skipped as unreadable, with the reason). AVIF is Pillow's own."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            return False
+        register_heif_opener()
+        _heif_registered = True
+    return True

@@ -18,14 +18,32 @@ def is_ivf(index) -> bool:
     return True
 
 
-def ivf_search_params(index, nprobe: int | None):
-    """Per-call IVF parameters (through a pre-transform such as OPQ); None keeps the index's own."""
+def id_selector(allowed: np.ndarray):
+    """A faiss selector of the ``allowed`` ids (sorted int64 >= 0): a bitmap, one bit per id up to the
+    largest, built by numpy in milliseconds and tested in O(1) per candidate (a hash set of a million
+    ids would take longer to build than the search). The bitmap is kept alive by the selector."""
     import faiss
 
-    if nprobe is None:
+    bits = np.zeros(int(allowed[-1]) + 1 if len(allowed) else 1, dtype=bool)
+    bits[allowed] = True
+    bitmap = np.packbits(bits, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    selector.referenced_objects = [bitmap]
+    return selector
+
+
+def ivf_search_params(index, nprobe: int | None, selector=None):
+    """Per-call IVF parameters (through a pre-transform such as OPQ); None keeps the index's own.
+    ``selector`` (``id_selector``) limits the search to its ids."""
+    import faiss
+
+    if nprobe is None and selector is None:
         return None
     ivf = faiss.extract_index_ivf(index)
-    params = faiss.SearchParametersIVF(nprobe=max(1, min(int(nprobe), ivf.nlist)))
+    params = faiss.SearchParametersIVF(nprobe=max(1, min(int(nprobe or ivf.nprobe), ivf.nlist)))
+    if selector is not None:
+        params.sel = selector
+        params.referenced_objects = [selector]
     if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
         wrapped = faiss.SearchParametersPreTransform()
         wrapped.index_params = params

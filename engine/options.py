@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
@@ -10,6 +11,7 @@ import numpy as np
 
 from . import rerank as rr
 from .errors import InvalidQuery
+from .filters import Where
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
@@ -35,8 +37,11 @@ class SearchOptions:
     ``margin_k``: the reranking neighbourhood (1-16, 32, 64, 128, 256 or "all"). ``nprobe``: inverted
     lists scanned (IVF indexes). ``refine_factor``: k * refine_factor candidates are re-scored exactly
     (1 to MAX_REFINE_FACTOR). ``lang``: the query's language (ISO 639 such as "de" or "pt-BR"; None:
-    detected), given to models that read it (NLLB's language token); others ignore it. A bad value
-    raises InvalidQuery here, so an object that exists is valid.
+    detected), given to models that read it (NLLB's language token); others ignore it. ``where``: a
+    filters.Where (folder, date taken, size, orientation, type); only the images it allows are
+    searched. ``min_score``: hits scoring below it (the final score, after reranking) are left out.
+    ``collapse``: near-duplicates of a better hit are folded into it (``Hit.similar``) instead of
+    taking their own places. A bad value raises InvalidQuery here, so an object that exists is valid.
     """
 
     k: int = 10
@@ -45,6 +50,9 @@ class SearchOptions:
     nprobe: int | None = None
     refine_factor: int | None = None
     lang: str | None = None
+    where: Where | None = None
+    min_score: float | None = None
+    collapse: bool = False
 
     def __post_init__(self) -> None:
         # frozen: the checked values (numpy integers made plain ints) are set through object.__setattr__
@@ -72,6 +80,20 @@ class SearchOptions:
             if not isinstance(self.lang, str):
                 raise InvalidQuery(f"lang must be a language code such as 'de' or 'pt-BR', got {self.lang!r}")
             set_(self, "lang", given_language(self.lang).code)
+        if self.where is not None:
+            if not isinstance(self.where, Where):
+                raise InvalidQuery(f"where must be a Where (babelsearch.Where), got {type(self.where).__name__}")
+            if self.where.is_empty:
+                set_(self, "where", None)
+        if self.min_score is not None:
+            if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float, np.number)):
+                raise InvalidQuery(f"min_score must be a number, got {self.min_score!r}")
+            if not math.isfinite(self.min_score) or abs(self.min_score) > 100:
+                raise InvalidQuery(f"min_score must be a number from -100 to 100, got {self.min_score!r}")
+            set_(self, "min_score", float(self.min_score))
+        if not isinstance(self.collapse, (bool, np.bool_)):
+            raise InvalidQuery(f"collapse must be true or false, got {self.collapse!r}")
+        set_(self, "collapse", bool(self.collapse))
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None = None, **more: Any) -> SearchOptions:
@@ -83,8 +105,20 @@ class SearchOptions:
             raise TypeError(f"unknown search options: {', '.join(sorted(unknown))}")
         merged = {**(values or {}), **more}
         given: dict[str, Any] = {}
-        for name in _NAMES:
+        # the filters come under their own names (folder, after, ...), read from the values as they came
+        # (folder, exclude and type may repeat); ``where=`` given as a keyword replaces them
+        where = more["where"] if "where" in more else Where.from_values(values)
+        if where is not None:
+            given["where"] = where
+        for name in _LOOSE_NAMES:
             value = merged.get(name)
+            if name == "min_score" and isinstance(value, str) and value.strip():
+                given[name] = _number_text("min_score", value)
+                continue
+            if name == "collapse" and isinstance(value, str):
+                if value.strip():
+                    given[name] = bool_text("collapse", value)
+                continue
             if isinstance(value, str):
                 value = value.strip()
                 # "all" (margin_k) and mode names stay text; digits become the number they spell
@@ -95,6 +129,29 @@ class SearchOptions:
 
 
 _NAMES = tuple(field.name for field in fields(SearchOptions))
+_LOOSE_NAMES = tuple(name for name in _NAMES if name != "where")
+_TRUE = ("1", "true", "on", "yes")
+_FALSE = ("0", "false", "off", "no")
+
+
+def bool_text(name: str, text: str) -> bool:
+    """A yes/no request value: 1/true/on/yes or 0/false/off/no (any case), else InvalidQuery."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidQuery(f"{name} must be true or false, got {text[:40]!r}")
+
+
+def _number_text(name: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise InvalidQuery(f"{name} must be a number such as 0.05, got {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise InvalidQuery(f"{name} must be a finite number, got {text[:40]!r}")
+    return value
 
 
 class SearchKeywords(TypedDict, total=False):
@@ -106,6 +163,9 @@ class SearchKeywords(TypedDict, total=False):
     nprobe: int | None
     refine_factor: int | None
     lang: str | None
+    where: Where | None
+    min_score: float | None
+    collapse: bool
 
 
 class ImageKeywords(TypedDict, total=False):
@@ -113,6 +173,9 @@ class ImageKeywords(TypedDict, total=False):
 
     nprobe: int | None
     refine_factor: int | None
+    where: Where | None
+    min_score: float | None
+    collapse: bool
 
 
 TEXT_KEYWORDS = tuple(SearchKeywords.__annotations__)

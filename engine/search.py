@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import rerank as rr
-from .bank import BANK_SETTINGS, RERANK_SETTINGS, read_image_terms
-from .catalog import count_images, open_catalog, probe_catalog, rows_by_ids
+from .bank import BANK_SETTINGS, RERANK_SETTINGS, bank_vectors, read_image_terms
+from .catalog import count_images, matching_ids, open_catalog, probe_catalog, rows_by_ids
 from .encoders import Encoder
 from .encoders.matryoshka import index_encoder
 from .errors import ImageNotFound, InvalidQuery
+from .filters import Where
 from .language import UNDETERMINED, Language, detect_language, given_language
 from .layout import (
     PRECOMPUTED_MODEL,
@@ -27,6 +28,7 @@ from .layout import (
     read_manifest,
 )
 from .options import IMAGE_KEYWORDS, MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, SearchOptions, check_text, from_call
+from .relevance import Calibration, calibrate
 from .shards import ShardSet
 
 if TYPE_CHECKING:
@@ -35,9 +37,22 @@ if TYPE_CHECKING:
     from .options import ImageKeywords, SearchKeywords
 
 # the query limits live with SearchOptions; named here too, where callers have long imported them
-__all__ = ["MAX_CANDIDATES", "MAX_K", "MAX_QUERY_CHARS", "MAX_REFINE_FACTOR", "Hit", "SearchEngine", "SearchOptions"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "MAX_REFINE_FACTOR",
+    "Hit",
+    "SearchEngine",
+    "SearchOptions",
+    "Where",
+]
 
 MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays bounded for large k
+# A filter allowing at most this many images is searched exactly among them (their stored vectors): at
+# 1% of a million images that is faster than scanning inverted lists for them, and misses none.
+EXACT_FILTER_MAX = 32_768
+_ALLOWED_CACHE_SIZE = 32  # filters whose allowed ids an engine keeps (a page of results reuses its filter)
 
 
 @dataclass
@@ -50,6 +65,11 @@ class Hit:
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
     cosine: float | None = None
+    # "likely relevant" by the index's calibration (engine.relevance); None where there is none (image
+    # queries, an index without a query bank)
+    relevant: bool | None = None
+    # ids of the near-duplicates folded into this hit (collapse=True), best first
+    similar: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         cosine = self.score if self.cosine is None else self.cosine
@@ -58,6 +78,8 @@ class Hit:
             "path": self.path,
             "score": round(float(self.score), 6),
             "cosine": round(float(cosine), 6),
+            "relevant": self.relevant,
+            "similar": list(self.similar),
         }
 
 
@@ -70,6 +92,10 @@ class SearchEngine:
         self._shards = shards
         self._encoder = encoder
         self._local = threading.local()
+        # per engine, so per generation: a new one (reopen) starts afresh
+        self._allowed_cache: dict[Where, np.ndarray] = {}
+        self._calibrations: dict[tuple[str, int | str], Calibration | None] = {}
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -233,6 +259,40 @@ class SearchEngine:
         """The k best images for each query vector (already in the index's space)."""
         return self._search(vectors, from_call(options, k, kw))
 
+    def query_readings(self, text: str) -> list[str]:
+        """How the model read a query it rewrote (babel-lite: the English glosses a query in Chinese
+        characters is blended with), for people to see; [] when it was read as written."""
+        check_text(text)
+        readings = getattr(self.encoder, "query_readings", None)
+        return list(readings([text])[0]) if readings else []
+
+    def relevance_calibration(self, rerank: str | None = None, margin_k: int | str | None = None) -> Calibration | None:
+        """The score distribution "likely relevant" is judged against, for a text search with these
+        rerank settings (None: the index's defaults); None for an index without a query bank."""
+        mode, chosen_k, pool = self._rerank_params(SearchOptions(rerank=rerank, margin_k=margin_k))
+        key = (mode, chosen_k)
+        with self._cache_lock:
+            if key in self._calibrations:
+                return self._calibrations[key]
+
+        def pool_scores(queries: np.ndarray) -> np.ndarray:
+            options = SearchOptions(k=min(max(pool, 10), MAX_K), rerank=mode, margin_k=chosen_k, refine_factor=2)
+            rows = self._search(queries, options, flag=False)
+            out = np.full((len(rows), options.k), np.nan)
+            for i, row in enumerate(rows):
+                out[i, : len(row)] = [hit.score for hit in row]
+            return out
+
+        calibration = calibrate(pool_scores, bank_vectors(self.index_dir), mode, chosen_k) if self.count else None
+        with self._cache_lock:
+            self._calibrations[key] = calibration
+        return calibration
+
+    def relevance_threshold(self, rerank: str | None = None, margin_k: int | str | None = None) -> float | None:
+        """The final score from which a text search's hit is flagged "likely relevant" (None: unknown)."""
+        calibration = self.relevance_calibration(rerank, margin_k)
+        return None if calibration is None else calibration.threshold
+
     def query_language(self, text: str, lang: str | None = None) -> Language:
         """The language a text query is searched as: ``lang`` as given, else detected offline
         (engine.language). It is what a language-token model (NLLB) is given and what the API reports."""
@@ -263,33 +323,92 @@ class SearchEngine:
         return encoder.encode_texts(texts, languages=self._languages(encoder, texts, lang))  # type: ignore[call-arg]
 
     def _search(
-        self, vectors: np.ndarray, options: SearchOptions, k: int | None = None, plain: bool = False
+        self, vectors: np.ndarray, options: SearchOptions, k: int | None = None, plain: bool = False, flag: bool = True
     ) -> list[list[Hit]]:
         """The one search path. ``options`` are already checked (a SearchOptions is valid once made);
         ``k`` (default options.k, at most MAX_K) is what a page or "more like this" needs, and ``plain``
-        ranks by cosine alone: the query-bank terms describe closeness to text queries, not images."""
-        k = options.k if k is None else k
+        ranks by cosine alone: the query-bank terms describe closeness to text queries, not images.
+        ``flag``: mark hits "likely relevant" (off while calibrating that very flag)."""
+        wanted = options.k if k is None else k
+        # folding near-duplicates needs hits to fold: look further than k, then keep k
+        k = min(max(3 * wanted, wanted + 20), MAX_K) if options.collapse else wanted
         mode, margin_k, rerank_pool = self._rerank_params(options, plain)
         nprobe = self.default_nprobe if options.nprobe is None else options.nprobe
         refine_factor = self.default_refine_factor if options.refine_factor is None else options.refine_factor
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
+        allowed = self._allowed_ids(options.where)
+        if allowed is not None and not allowed.size:
+            return [[] for _ in vectors]
         pool = k if mode == "none" else max(k, rerank_pool)
         # 1. candidates: approximate scores from the shards' codes
         # refine covers k * refine_factor candidates (at most MAX_CANDIDATES), and at least the rerank pool
         n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
-        scores, ids = self._shards.candidates(vectors, n_candidates, nprobe=nprobe)
-        # 2. refine: exact scores from the stored vectors, best first
-        if refine_factor > 1:
-            scores, ids = self._shards.refine(vectors, ids)
+        if allowed is not None and allowed.size <= EXACT_FILTER_MAX:
+            # 1-2. a selective filter: exact scores of the allowed images, no codes, no refine needed
+            scores, ids = self._shards.exact_among(vectors, allowed, n_candidates)
+        else:
+            scores, ids = self._filtered_candidates(vectors, n_candidates, nprobe, allowed, wanted)
+            # 2. refine: exact scores from the stored vectors, best first
+            if refine_factor > 1:
+                scores, ids = self._shards.refine(vectors, ids)
         scores, ids = scores[:, :pool], ids[:, :pool]
         cosines = scores
         # 3. rerank the exact cosines of the pool with the margin, then cut to k
         if mode != "none":
             scores, ids, cosines = self._rerank_candidates(scores, ids, mode, margin_k, k)
-        # 4. hits
-        return self._hits(scores[:, :k], ids[:, :k], cosines[:, :k])
+        # 4. hits: flagged, cut at min_score, near-duplicates folded
+        rows = self._hits(scores[:, :k], ids[:, :k], cosines[:, :k])
+        # image queries are not flagged: the calibration describes text queries
+        threshold = self.relevance_threshold(mode, margin_k) if flag and not plain else None
+        for row in rows:
+            for hit in row:
+                hit.relevant = None if threshold is None else bool(hit.score >= threshold)
+        if options.min_score is not None:
+            rows = [[hit for hit in row if hit.score >= options.min_score] for row in rows]
+        if options.collapse:
+            rows = [self._collapse(row, wanted) for row in rows]
+        return [row[:wanted] for row in rows]
+
+    def _filtered_candidates(
+        self, vectors: np.ndarray, n: int, nprobe: int | None, allowed: np.ndarray | None, wanted: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the codes, among ``allowed`` ids when given. A filter that allows a share of the
+        images lets through that share of each inverted list scanned, so nprobe grows by its inverse; and
+        if some query still finds fewer than it can, every list is scanned."""
+        nlist = self._shards.nlist
+        if allowed is None or not nlist:
+            return self._shards.candidates(vectors, n, nprobe=nprobe, allowed=allowed)
+        share = allowed.size / max(self._shards.ntotal, 1)
+        scaled = min(nlist, int(np.ceil((nprobe or 1) / max(share, 1e-9))))
+        scores, ids = self._shards.candidates(vectors, n, nprobe=scaled, allowed=allowed)
+        enough = min(wanted, allowed.size)
+        if scaled < nlist and int((ids >= 0).sum(axis=1).min()) < enough:
+            scores, ids = self._shards.candidates(vectors, n, nprobe=nlist, allowed=allowed)
+        return scores, ids
+
+    def _allowed_ids(self, where: Where | None) -> np.ndarray | None:
+        """The sorted ids a filter allows (None: no filter), from the catalog, kept per engine."""
+        if where is None:
+            return None
+        with self._cache_lock:
+            found = self._allowed_cache.get(where)
+        if found is None:
+            found = matching_ids(self._catalog, where)
+            with self._cache_lock:
+                if len(self._allowed_cache) >= _ALLOWED_CACHE_SIZE:
+                    self._allowed_cache.pop(next(iter(self._allowed_cache)))
+                self._allowed_cache[where] = found
+        return found
+
+    def _collapse(self, row: list[Hit], k: int) -> list[Hit]:
+        from .duplicates import DUPLICATE_THRESHOLD, collapse_hits
+
+        if not row:
+            return row
+        vectors, _ = self._shards._gather(np.array([hit.id for hit in row], dtype=np.int64))
+        return collapse_hits(row, vectors, DUPLICATE_THRESHOLD, k)
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, cosines: np.ndarray) -> list[list[Hit]]:
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())

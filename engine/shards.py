@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .ivf import combine_ivf_shards, is_ivf, ivf_search_params, merge_results, read_ivf_shard
+from .ivf import combine_ivf_shards, id_selector, is_ivf, ivf_search_params, merge_results, read_ivf_shard
 from .layout import Manifest, ShardInfo, damaged
 from .scorer import SCORER_DTYPES, Scorer, scorer_for
 
 # candidate vectors re-scored at once: bounds the (queries, candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
+# allowed ids scored per block by exact_among (the refine's scorer holds one block's rows)
+_EXACT_BLOCK = 8192
 
 
 @dataclass
@@ -142,20 +144,48 @@ class ShardSet:
         return out, found
 
     # -- searching: candidates -> refine ---------------------------------------------------------
-    def candidates(self, queries: np.ndarray, n: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-n (scores, ids) per query over all shards; empty slots: id -1, score -inf."""
+    def candidates(
+        self, queries: np.ndarray, n: int, nprobe: int | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-n (scores, ids) per query over all shards; empty slots: id -1, score -inf.
+        ``allowed`` (sorted ids): only those are candidates (faiss skips the others while it scans)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         nq = len(queries)
+        selector = id_selector(allowed) if allowed is not None else None
         if self.ivf_index is not None and self.ivf_index.ntotal and nq:
-            params = ivf_search_params(self.ivf_index, nprobe)
+            params = ivf_search_params(self.ivf_index, nprobe, selector)
             scores, ids = self.ivf_index.search(queries, n, params=params)
             return _clean(scores, ids)
+        import faiss
+
+        flat_params = faiss.SearchParameters(sel=selector) if selector is not None else None
         parts = [
-            index.search(queries, min(n, index.ntotal)) for index in (self.flat_indexes or []) if index.ntotal and nq
+            index.search(queries, min(n, index.ntotal), params=flat_params)
+            for index in (self.flat_indexes or [])
+            if index.ntotal and nq
         ]
         if not parts:
             return np.full((nq, n), -np.inf, np.float32), np.full((nq, n), -1, np.int64)
         return merge_results([p[0] for p in parts], [p[1] for p in parts], n)
+
+    def exact_among(self, queries: np.ndarray, allowed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-n (scores, ids) among the ``allowed`` ids only, from the stored vectors: for a
+        selective filter, reading a few thousand vectors beats scanning inverted lists for them, and no
+        matching image is missed. Ids without a stored vector are left out."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+        best_ids = np.full((len(queries), 0), -1, np.int64)
+        for start in range(0, len(allowed), _EXACT_BLOCK):
+            block = allowed[start : start + _EXACT_BLOCK]
+            wanted = np.broadcast_to(block, (len(queries), len(block)))
+            # the refine's own scorer: float16 rows straight into faiss' SIMD scan, never a float32 copy
+            scores, ids = self.refine(queries, wanted)
+            best_scores, best_ids = merge_results([best_scores, scores[:, :n]], [best_ids, ids[:, :n]], n)
+        if best_scores.shape[1] < n:  # fewer allowed than wanted: pad as faiss does
+            pad = n - best_scores.shape[1]
+            best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            best_ids = np.pad(best_ids, ((0, 0), (0, pad)), constant_values=-1)
+        return best_scores, best_ids
 
     def refine(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores for candidate ids from the stored vectors, each row sorted best first."""

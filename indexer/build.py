@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from babelsearch.engine.catalog import file_records, update_file_stats
+from babelsearch.engine.catalog import file_records, photo_date, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
 from babelsearch.engine.encoders.local import canonical_spec
 from babelsearch.engine.encoders.matryoshka import TRUNCATE_DIM, truncate_dims
@@ -330,6 +330,8 @@ def add_embedded(
                     "width": item.width,
                     "height": item.height,
                     "added": now,
+                    **photo_date(item.exif_taken_at, item.mtime),
+                    "format": item.format,
                 }
                 for i, item in zip(ids, good)
             ]

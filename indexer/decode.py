@@ -18,7 +18,7 @@ from babelsearch.engine.errors import InvalidImage
 from babelsearch.engine.images import (
     MAX_FILE_BYTES,
     describe_error,
-    open_image_and_size,
+    open_photo,
     read_regular_file,
     resize_short_side,
 )
@@ -33,6 +33,8 @@ class Decoded:
     sha256: str
     width: int  # original size, after EXIF orientation
     height: int
+    format: str | None = None  # "jpeg", "png", "heif", ...
+    exif_taken_at: str | None = None  # EXIF DateTimeOriginal (ISO, the camera's local time), if written
 
 
 @dataclass
@@ -60,14 +62,17 @@ def decode_image(path: Path, short_side: int | None = None, max_bytes: int = MAX
         return Failed(path, "empty file")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        image, (width, height) = open_image_and_size(data, reduce_to=short_side)
+        photo = open_photo(data, reduce_to=short_side)
+        image = photo.image
         if short_side:
             image = resize_short_side(image, short_side)
     except InvalidImage as exc:
         return Failed(path, str(exc))
     except Exception as exc:  # anything else (memory for a resize) is a reason too, never a stopped run
         return Failed(path, f"not a readable image ({describe_error(exc)})")
-    return Decoded(path, image, len(data), stat.st_mtime, digest, width, height)
+    return Decoded(
+        path, image, len(data), stat.st_mtime, digest, photo.width, photo.height, photo.format, photo.taken_at
+    )
 
 
 def _os_reason(path: Path, exc: OSError) -> str:

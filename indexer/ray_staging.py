@@ -143,6 +143,9 @@ def write_part(
         "sha256": np.array(field("sha256", ""), dtype=str),
         "width": np.array(field("width", 0), dtype=np.int64),
         "height": np.array(field("height", 0), dtype=np.int64),
+        # "" for unknown: npz keeps no None (and never pickles)
+        "format": np.array([f or "" for f in field("format", "")], dtype=str),
+        "exif_taken_at": np.array([t or "" for t in field("exif_taken_at", "")], dtype=str),
         "vectors": np.ascontiguousarray(vectors, dtype=np.float32),
         **{f"key_{k}": np.array(v) for k, v in model_key.items()},
     }
@@ -172,6 +175,9 @@ class Part:
             self.sha256 = data["sha256"]
             self.width = data["width"]
             self.height = data["height"]
+            # parts staged by an older version lack them: unknown
+            self.format = data["format"] if "format" in data.files else None
+            self.exif_taken_at = data["exif_taken_at"] if "exif_taken_at" in data.files else None
         self.vector_row = np.cumsum(self.ok) - 1  # row i's vector, where ok[i]
         self._vectors: np.ndarray | None = None
         self.wanted = 0  # rows the driver will still take from this part
@@ -195,6 +201,8 @@ class Part:
             sha256=str(self.sha256[row]),
             width=int(self.width[row]),
             height=int(self.height[row]),
+            format=str(self.format[row]) or None if self.format is not None else None,
+            exif_taken_at=str(self.exif_taken_at[row]) or None if self.exif_taken_at is not None else None,
         )
         return decoded, self.vectors[int(self.vector_row[row])]
 

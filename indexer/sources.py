@@ -10,7 +10,9 @@ from pathlib import Path
 
 from babelsearch.engine.errors import SourceError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".lst"})
 
 

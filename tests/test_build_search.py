@@ -172,6 +172,8 @@ def test_refine_covers_k_times_the_factor_and_the_rerank_pool(colour_folder: Pat
 
     build_index([colour_folder], tmp_path / "index", model="test-colours")
     engine = SearchEngine.open(tmp_path / "index")
+    for mode in ("none", "distance"):  # the relevance calibration's own searches happen before the spy
+        engine.relevance_calibration(mode)
     asked = []
     original = ShardSet.candidates
 

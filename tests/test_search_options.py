@@ -33,7 +33,10 @@ def test_defaults_leave_everything_to_the_index():
         None,
         None,
         None,
-    )  # k, rerank, margin_k, nprobe, refine_factor, lang
+        None,
+        None,
+        False,
+    )  # k, rerank, margin_k, nprobe, refine_factor, lang, where, min_score, collapse
     assert babelsearch.SearchOptions is SearchOptions
     from babelsearch.engine.search import MAX_K as search_max_k  # where callers have long imported it
 

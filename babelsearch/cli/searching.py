@@ -47,37 +47,123 @@ from .app import cli, json_text, one_line_errors, parse_margin_k
     metavar="CODE",
     help="The query's language (ISO 639, e.g. de or pt-BR), for models that read it (NLLB); default: detected.",
 )
+@click.option(
+    "--folder",
+    "folders",
+    multiple=True,
+    metavar="DIR",
+    help="Only images under this folder (repeat for several). A folder that exists here is taken as its "
+    "full path; any other name matches a folder of that name anywhere (e.g. 2024/summer).",
+)
+@click.option("--exclude", "excluded", multiple=True, metavar="DIR", help="Leave out images under this folder.")
+@click.option("--after", default=None, metavar="DATE", help="Only photos taken on or after DATE (2024-07-14).")
+@click.option("--before", default=None, metavar="DATE", help="Only photos taken before DATE (EXIF date, else mtime).")
+@click.option("--orientation", type=click.Choice(["landscape", "portrait", "square"]), default=None)
+@click.option("--min-width", type=click.IntRange(1), default=None, help="Only images at least this wide (pixels).")
+@click.option("--min-height", type=click.IntRange(1), default=None, help="Only images at least this high (pixels).")
+@click.option(
+    "--type", "types", multiple=True, metavar="TYPE", help="Only this file type: jpeg, png, heic, ... (repeat)."
+)
+@click.option("--min-score", type=float, default=None, help="Leave out hits scoring below this (the final score).")
+@click.option(
+    "--collapse/--no-collapse",
+    default=False,
+    show_default=True,
+    help="Fold near-duplicates (the same shot in two sizes, bursts) into the best one of them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @one_line_errors
-def search(index_dir, query, k, rerank, margin_k, nprobe, refine_factor, lang, as_json) -> None:
-    """Search INDEX_DIR for QUERY, in any language."""
+def search(
+    index_dir,
+    query,
+    k,
+    rerank,
+    margin_k,
+    nprobe,
+    refine_factor,
+    lang,
+    folders,
+    excluded,
+    after,
+    before,
+    orientation,
+    min_width,
+    min_height,
+    types,
+    min_score,
+    collapse,
+    as_json,
+) -> None:
+    """Search INDEX_DIR for QUERY, in any language.
+
+    Hits the index's calibration finds likely relevant come first; a line marks where weaker matches begin."""
     from babelsearch.engine import SearchEngine
+    from babelsearch.engine.filters import Where
     from babelsearch.engine.options import SearchOptions
 
     # checked before the index is opened: a bad option is a clear error without loading anything
+    where = Where(
+        folders=tuple(_folder_arg(f) for f in folders),
+        exclude_folders=tuple(_folder_arg(f) for f in excluded),
+        after=after,
+        before=before,
+        orientation=orientation,
+        min_width=min_width,
+        min_height=min_height,
+        types=types,
+    )
     options = SearchOptions(
-        k=k, rerank=rerank, margin_k=margin_k, nprobe=nprobe, refine_factor=refine_factor, lang=lang or None
+        k=k,
+        rerank=rerank,
+        margin_k=margin_k,
+        nprobe=nprobe,
+        refine_factor=refine_factor,
+        lang=lang or None,
+        where=where,
+        min_score=min_score,
+        collapse=collapse,
     )
     engine = SearchEngine.open(index_dir)
     started = time.perf_counter()
     hits = engine.search(query, options=options)
     took_ms = (time.perf_counter() - started) * 1000
+    readings = engine.query_readings(query)
     if as_json:
+        language = engine.query_language(query, options.lang)
         payload = {
             "query": query,
             "k": k,
             "took_ms": round(took_ms, 2),
+            "language": language.to_json(),
+            "readings": readings,
+            "filters": options.where.to_json() if options.where else None,
             "results": [hit.to_json() for hit in hits],
         }
         click.echo(json_text(payload))
         return
     from babelsearch.engine.catalog import display_path
 
+    if readings:
+        click.echo(f"read as: {display_path(', '.join(readings))}")
     if not hits:
         click.echo("no results")
+    divided = False
     for rank, hit in enumerate(hits, 1):
+        if hit.relevant is False and not divided:
+            click.echo("  -- weaker matches --")
+            divided = True
+        similar = f"  (+{len(hit.similar)} similar)" if hit.similar else ""
         # one hit, one line: a newline or an escape sequence in a file name is shown escaped
-        click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}")
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}{similar}")
+
+
+def _folder_arg(folder: str) -> str:
+    """A folder as the catalog has it: one that exists here is its resolved path (the indexer stores
+    resolved paths), any other is kept as a name to match anywhere."""
+    from pathlib import Path
+
+    path = Path(folder).expanduser()
+    return str(path.resolve()) if path.is_dir() else folder
 
 
 @cli.command()

@@ -38,6 +38,21 @@ class EvalReport:
     truth_images: int = 0
     matched_images: int = 0
     seconds: float = 0.0
+    # mode -> counts over all queries of the "likely relevant" flag in the top max(ks): hits flagged,
+    # flagged hits that are relevant, queries with a relevant hit there, and with one flagged
+    flags: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def relevance(self, mode: str) -> dict[str, float] | None:
+        """The flag's precision (flagged hits that are relevant) and recall (queries whose relevant hit
+        in the top k is flagged, of those that have one), or None where the index has no calibration."""
+        counts = self.flags.get(mode)
+        if not counts or counts.get("unflaggable"):
+            return None
+        return {
+            "precision": round(counts["flagged_relevant"] / max(counts["flagged"], 1), 4),
+            "recall": round(counts["queries_flagged"] / max(counts["queries_found"], 1), 4),
+            "flagged_per_query": round(counts["flagged"] / max(counts["queries"], 1), 3),
+        }
 
     def mean(self, mode: str, k: int, non_english: bool = False) -> float:
         """Macro average of recall@k over the languages (English left out with ``non_english``)."""
@@ -69,6 +84,7 @@ class EvalReport:
             "matched_images": self.matched_images,
             "seconds": round(self.seconds, 1),
             "means": self.summary(),
+            "relevance_flag": {mode: self.relevance(mode) for mode in self.modes},
             "languages": [
                 {
                     "language": r.language,
@@ -111,7 +127,23 @@ class EvalReport:
             f"{self.matched_images} of {self.truth_images} truth images indexed; "
             f"margin_k {self.margin_k}, {self.candidates} candidates. Recall in %."
         )
-        return intro + "\n\n" + "\n".join(lines) + "\n"
+        flag_lines = []
+        for mode in self.modes:
+            measured = self.relevance(mode)
+            if measured:
+                flag_lines.append(
+                    f"- {mode}: precision {measured['precision']:.3f}, recall {measured['recall']:.3f}, "
+                    f"{measured['flagged_per_query']:.2f} hits flagged per query"
+                )
+        flags = ""
+        if flag_lines:
+            flags = (
+                f'\n"Likely relevant" flag in the top {max(self.ks)} (precision: flagged hits that are the '
+                "query's relevant images; recall: queries whose relevant image there is flagged):\n\n"
+                + "\n".join(flag_lines)
+                + "\n"
+            )
+        return intro + "\n\n" + "\n".join(lines) + "\n" + flags
 
 
 def chart_k(ks: list[int]) -> int:

@@ -82,11 +82,25 @@ def evaluate(
                 for k in ks:
                     found = [any(h.id in ids for h in row[:k]) for row, (_, ids) in zip(hits, usable)]
                     result.recall[mode][k] = float(np.mean(found))
+                _count_flags(report.flags.setdefault(mode, dict.fromkeys(_FLAG_COUNTS, 0)), hits, usable)
             report.languages.append(result)
     if not report.languages:
         raise EvaluationError("no language has a query whose relevant images are in the index")
     report.seconds = time.perf_counter() - started
     return report
+
+
+_FLAG_COUNTS = ("queries", "flagged", "flagged_relevant", "queries_found", "queries_flagged", "unflaggable")
+
+
+def _count_flags(counts: dict[str, int], hits, usable) -> None:
+    for row, (_, ids) in zip(hits, usable):
+        counts["queries"] += 1
+        counts["unflaggable"] += any(h.relevant is None for h in row)
+        counts["flagged"] += sum(bool(h.relevant) for h in row)
+        counts["flagged_relevant"] += sum(bool(h.relevant) and h.id in ids for h in row)
+        counts["queries_found"] += any(h.id in ids for h in row)
+        counts["queries_flagged"] += any(bool(h.relevant) and h.id in ids for h in row)
 
 
 def query_vectors(engine: SearchEngine, texts: list[str], cache_dir: str | os.PathLike | None) -> np.ndarray:

@@ -209,6 +209,12 @@ class BabelLiteEncoder:
             vectors[i] = normalize_rows((1 - self.gloss_weight) * vectors[i : i + 1] + self.gloss_weight * meaning)[0]
         return normalize_rows(vectors - self._space["query_mean"])
 
+    def query_readings(self, texts: list[str]) -> list[list[str]]:
+        """Per text, the English glosses its vector was blended with (a query in Chinese characters that
+        the dictionary reads), else []: how the query was read, for people to see."""
+        readings = self._glosses([normalize_query_text(t) for t in texts])
+        return [readings.get(i, []) for i in range(len(texts))]
+
     def _glosses(self, texts: list[str]) -> dict[int, list[str]]:
         """Row -> English glosses, for the texts written in Chinese characters that the dictionary reads."""
         if self.gloss_weight <= 0:
