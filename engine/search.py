@@ -201,8 +201,8 @@ class SearchEngine:
             vector = self._shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
-        hits = self._search(vector, options, k=min(options.k + 1, MAX_K), plain=True)[0]
-        return [hit for hit in hits if hit.id != int(image_id)][: options.k]
+        hits = self._search(vector, options, k=min(options.k + 1, MAX_K), plain=True, leave_out=int(image_id))[0]
+        return hits[: options.k]
 
     def search_image(
         self, image: Any, k: int | None = None, *, options: SearchOptions | None = None, **kw: Unpack[ImageKeywords]
@@ -323,12 +323,19 @@ class SearchEngine:
         return encoder.encode_texts(texts, languages=self._languages(encoder, texts, lang))  # type: ignore[call-arg]
 
     def _search(
-        self, vectors: np.ndarray, options: SearchOptions, k: int | None = None, plain: bool = False, flag: bool = True
+        self,
+        vectors: np.ndarray,
+        options: SearchOptions,
+        k: int | None = None,
+        plain: bool = False,
+        flag: bool = True,
+        leave_out: int | None = None,
     ) -> list[list[Hit]]:
         """The one search path. ``options`` are already checked (a SearchOptions is valid once made);
         ``k`` (default options.k, at most MAX_K) is what a page or "more like this" needs, and ``plain``
         ranks by cosine alone: the query-bank terms describe closeness to text queries, not images.
-        ``flag``: mark hits "likely relevant" (off while calibrating that very flag)."""
+        ``flag``: mark hits "likely relevant" (off while calibrating that very flag). ``leave_out``: an id
+        never shown ("more like this" leaves out the image itself, before its copies are folded into it)."""
         wanted = options.k if k is None else k
         # folding near-duplicates needs hits to fold: look further than k, then keep k
         k = min(max(3 * wanted, wanted + 20), MAX_K) if options.collapse else wanted
@@ -365,6 +372,8 @@ class SearchEngine:
         for row in rows:
             for hit in row:
                 hit.relevant = None if threshold is None else bool(hit.score >= threshold)
+        if leave_out is not None:
+            rows = [[hit for hit in row if hit.id != leave_out] for row in rows]
         if options.min_score is not None:
             rows = [[hit for hit in row if hit.score >= options.min_score] for row in rows]
         if options.collapse:

@@ -75,7 +75,9 @@ def corner_index(tmp_path_factory) -> Path:
 
 def upload(client, data: bytes, filename: str = "query.jpg"):
     return client.post(
-        "/api/search/image", data={"image": (io.BytesIO(data), filename)}, content_type="multipart/form-data"
+        "/api/search/image",
+        data={"image": (io.BytesIO(data), filename), "collapse": "false"},  # each photo on its own
+        content_type="multipart/form-data",
     )
 
 
@@ -118,7 +120,9 @@ def test_an_uploaded_query_image_is_turned_by_its_exif_orientation_before_it_is_
     # shown, its top-left corner is blue (stored, it is red): it finds the blue photo and itself, not red
     assert set(found[:2]) == {"blue.png", "rotated.jpg"} and found.index("red.png") > 2
     page = client.post(
-        "/search/image", data={"image": (io.BytesIO(rotated_photo()), "q.jpg")}, content_type="multipart/form-data"
+        "/search/image",
+        data={"image": (io.BytesIO(rotated_photo()), "q.jpg"), "collapse": "off"},
+        content_type="multipart/form-data",
     )
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and text.index("blue.png") < text.index("red.png")

@@ -51,26 +51,30 @@ def assert_error(response, status: int, code: str, message_part: str = "") -> di
 
 # -- search ----------------------------------------------------------------------------------------
 def test_search_has_the_cli_json_shape_plus_language_and_cosine(client, colour_index):
-    payload = client.get("/api/search?q=red&k=4").get_json()
+    # collapse=false: the CLI does not fold near-duplicates unless asked, the API does unless told not to
+    payload = client.get("/api/search?q=red&k=4&collapse=false").get_json()
     cli_payload = json.loads(CliRunner().invoke(cli, ["search", str(colour_index), "red", "-k", "4", "--json"]).output)
     assert set(cli_payload) <= set(payload)
-    assert {"language", "offset", "next_offset"} <= set(payload)
+    assert {"language", "offset", "next_offset", "readings", "filters"} <= set(payload)
+    assert payload["readings"] == [] and payload["filters"] is None
     assert payload["query"] == "red" and payload["k"] == 4 and payload["took_ms"] >= 0
     assert payload["results"] == cli_payload["results"]
-    assert all(set(hit) == {"id", "path", "score", "cosine"} for hit in payload["results"])
+    assert all(set(hit) == {"id", "path", "score", "cosine", "relevant", "similar"} for hit in payload["results"])
+    assert all(hit["similar"] == [] for hit in payload["results"])
     assert sorted(names(payload)[:3]) == ["red0.png", "red1.png", "red2.png"]
     assert payload["language"]["code"] == "en" and payload["language"]["source"] == "model"
 
 
 def test_paging_slices_one_ranking(client):
-    whole = client.get("/api/search?q=blue&k=12").get_json()
+    # collapse=false: the index's three photos of each colour are near-duplicates, folded by default
+    whole = client.get("/api/search?q=blue&k=12&collapse=false").get_json()
     assert len(whole["results"]) == 12 and whole["next_offset"] is None  # all twelve images seen
-    page = client.get("/api/search?q=blue&k=5&offset=5").get_json()
+    page = client.get("/api/search?q=blue&k=5&offset=5&collapse=false").get_json()
     assert page["offset"] == 5 and page["next_offset"] == 10
     assert page["results"] == whole["results"][5:10]
-    tail = client.get("/api/search?q=blue&k=5&offset=10").get_json()
+    tail = client.get("/api/search?q=blue&k=5&offset=10&collapse=false").get_json()
     assert tail["results"] == whole["results"][10:] and tail["next_offset"] is None
-    past = client.get("/api/search?q=blue&k=5&offset=20").get_json()
+    past = client.get("/api/search?q=blue&k=5&offset=20&collapse=false").get_json()
     assert past["results"] == [] and past["next_offset"] is None
 
 
@@ -133,7 +137,7 @@ def test_long_values_are_not_echoed_whole(client):
 def test_similar_leaves_the_image_out_and_finds_its_colour(client, colour_index):
     engine = SearchEngine.open(colour_index, model="test-colours")
     green = next(hit for hit in engine.search("green", k=1))
-    payload = client.get(f"/api/similar/{green.id}?k=2").get_json()
+    payload = client.get(f"/api/similar/{green.id}?k=2&collapse=false").get_json()
     assert payload["id"] == green.id and payload["k"] == 2
     assert green.id not in [hit["id"] for hit in payload["results"]]
     assert all(name.startswith("green") for name in names(payload))
@@ -142,7 +146,7 @@ def test_similar_leaves_the_image_out_and_finds_its_colour(client, colour_index)
 
 
 def test_search_by_uploaded_image(client):
-    data = {"image": (io.BytesIO(png_bytes(COLOURS["yellow"])), "query.png"), "k": "3"}
+    data = {"image": (io.BytesIO(png_bytes(COLOURS["yellow"])), "query.png"), "k": "3", "collapse": "false"}
     payload = client.post("/api/search/image", data=data, content_type="multipart/form-data").get_json()
     assert payload["k"] == 3 and payload["took_ms"] >= 0
     assert len(names(payload)) == 3 and all(name.startswith("yellow") for name in names(payload))
@@ -313,7 +317,9 @@ def test_openapi_documents_every_route(app, client):
     refs = re.findall(r'"#/components/(\w+)/(\w+)"', json.dumps(document))
     assert refs and all(name in document["components"][kind] for kind, name in refs)
     search = {param["name"]: param for param in document["paths"]["/api/search"]["get"]["parameters"]}
-    assert set(search) == {"q", "k", "offset", "lang", "rerank", "margin_k", "nprobe", "refine_factor"}
+    filters = {"folder", "exclude", "after", "before", "orientation", "min_width", "min_height", "type"}
+    options = {"nprobe", "refine_factor", "min_score", "collapse", *filters}
+    assert set(search) == {"q", "k", "offset", "lang", "rerank", "margin_k", *options}
     assert search["rerank"]["schema"]["enum"] == ["margin", "distance", "csls", "none"]
     assert "all" in search["margin_k"]["schema"]["enum"] and search["refine_factor"]["schema"]["maximum"] == 100
 

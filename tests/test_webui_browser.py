@@ -1,6 +1,7 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) against `babelsearch serve`.
 
-Six demo photos indexed with the real babel-lite model; queries in Russian and German.
+Six demo photos indexed with the real babel-lite model; queries in Russian and German, and the page once in
+Arabic (right to left, its own words, the filters and the language menu).
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def test_more_results_and_search_by_image(server, browser):
     page.goto(base + "/?q=Kaffee&k=2")  # German: coffee
     assert card_names(page)[0] == "coffee.png" and len(card_names(page)) == 2
     page.click("#more")  # appended in place by app.js
-    page.wait_for_function("() => document.querySelectorAll('#results li').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('#results li.hit').length === 4")
     assert page.url == base + "/?q=Kaffee&k=2"  # no page load
     assert len(set(card_names(page))) == 4
 
@@ -200,4 +201,68 @@ def test_searching_works_without_javascript(server, browser):
     page.click("#more")  # a plain link to the next page
     page.wait_for_url(re.compile(r"offset=2"))
     assert len(card_names(page)) == 2 and "coffee.png" not in card_names(page)
+
+    # the filters are plain GET values: only PNG files, and the form keeps the choice on the results page
+    page.goto(base + "/?q=Kaffee")
+    page.click("#filters summary")
+    page.select_option("select[name=type]", "png")
+    page.click("#apply-filters")
+    page.wait_for_url(re.compile(r"type=png"))
+    assert card_names(page)[0] == "coffee.png" and page.eval_on_selector("select[name=type]", "s => s.value") == "png"
+    # the language menu's button (hidden when JavaScript runs) switches the page, kept in a cookie
+    page.select_option("#ui-select", "ja")
+    page.click(".ui-go")
+    page.wait_for_function("() => document.documentElement.lang === 'ja'")
+    assert "の検索結果" in page.inner_text(".summary") and "type=png" in page.url
+    page.goto(base + "/")
+    assert page.get_attribute("html", "lang") == "ja"
+    context.close()
+
+
+def test_readings_and_where_relevance_ends(server, browser):
+    base = server["url"]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(base + "/?q=" + "猫")  # Chinese characters: babel-lite reads them through CC-CEDICT's glosses
+    page.wait_for_selector("#results img")
+    assert card_names(page)[0] == "cat-chelsea.png"
+    assert page.inner_text("#readings").startswith("Read as:") and "cat" in page.inner_text("#readings bdi")
+    # the cat, then the divider, then the five unrelated photos
+    order = page.eval_on_selector_all("#results > li", "items => items.map(i => i.className)")
+    assert order[0] == "hit" and "divider" in order and order.index("divider") < len(order) - 1
+    assert page.inner_text("#weaker") == "weaker matches"
+    context.close()
+
+
+def test_the_page_in_arabic(server, browser):
+    base = server["url"]
+    context = browser.new_context(locale="ar", viewport={"width": 1200, "height": 900})  # Accept-Language: ar
+    elsewhere = loopback_only(context, base)
+    page = context.new_page()
+    page.goto(base + "/")
+    assert page.get_attribute("html", "lang") == "ar" and page.get_attribute("html", "dir") == "rtl"
+    assert page.evaluate("() => getComputedStyle(document.body).direction") == "rtl"
+    # laid out right to left: the brand at the right end of the header, the language menu at the left
+    brand, menu = page.locator(".brand").bounding_box(), page.locator("#ui-language").bounding_box()
+    assert brand["x"] > menu["x"] + menu["width"]
+    assert page.inner_text("#search-form button") == "بحث" and "البحث بصورة" in page.inner_text(".upload")
+
+    page.fill("input[name=q]", "قطة")  # Arabic: cat
+    page.press("input[name=q]", "Enter")
+    page.wait_for_selector("#results img")
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)")
+    assert card_names(page)[0] == "cat-chelsea.png" and all(w > 0 for w in loaded_images(page, "#results img"))
+    assert "نتائج البحث عن" in page.inner_text(".summary") and "العربية" in page.inner_text("#query-language")
+    # the results grid runs right to left too: in a row of cards, each next one is left of the one before
+    boxes = page.eval_on_selector_all("#results li.hit", "items => items.map(i => [i.offsetTop, i.offsetLeft])")
+    row = [left for top, left in boxes if top == boxes[-1][0]]
+    assert len(row) >= 2 and row == sorted(row, reverse=True), boxes
+
+    # the language menu applies at once with JavaScript, and the choice is remembered
+    page.select_option("#ui-select", "de")
+    page.wait_for_function("() => document.documentElement.lang === 'de'")
+    assert page.get_attribute("html", "dir") == "ltr" and "Ergebnisse für" in page.inner_text(".summary")
+    page.goto(base + "/")
+    assert page.get_attribute("html", "lang") == "de"
+    assert elsewhere == []
     context.close()

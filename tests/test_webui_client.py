@@ -34,15 +34,17 @@ def client(colour_index: Path):
 
 
 def test_search_returns_hits(client):
-    result = client.search("blue", k=3)
+    # collapse=False: the index's three photos of each colour are near-duplicates, folded by default
+    result = client.search("blue", k=3, collapse=False)
     assert len(result) == 3 and all(isinstance(hit, Hit) for hit in result)
     assert [Path(hit.path).name[:4] for hit in result] == ["blue"] * 3
     assert result[0].score >= result[1].score >= result[2].score and 0 < result[0].cosine <= 1 + 1e-6
-    plain = client.search("blue", k=3, rerank="none")  # margin reranking off: the score is the cosine
+    plain = client.search("blue", k=3, rerank="none", collapse=False)  # margin reranking off: the score is the cosine
     assert plain[0].cosine == plain[0].score and {h.id for h in plain} == {h.id for h in result}
     assert result.language["name"] and result.took_ms >= 0 and result.next_offset == 3
-    page = client.search("blue", k=3, offset=3, lang="fr")
-    assert page.language["code"] == "fr" and [h.id for h in page] == [h.id for h in client.search("blue", k=6)][3:]
+    page = client.search("blue", k=3, offset=3, lang="fr", collapse=False)
+    assert page.language["code"] == "fr"
+    assert [h.id for h in page] == [h.id for h in client.search("blue", k=6, collapse=False)][3:]
     # any script survives the round trip
     assert client.search("ein Hund im Schnee", k=2).raw["query"] == "ein Hund im Schnee"
     assert client.search("猫", k=1).raw["query"] == "猫"
@@ -50,13 +52,13 @@ def test_search_returns_hits(client):
 
 def test_similar_image_search_and_records(client, tmp_path):
     first = client.search("yellow", k=1)[0]
-    similar = client.similar(first.id, k=2)
+    similar = client.similar(first.id, k=2, collapse=False)
     assert first.id not in [h.id for h in similar] and all(Path(h.path).name.startswith("yellow") for h in similar)
     query = tmp_path / "query image.png"
     Image.new("RGB", (32, 32), COLOURS["green"]).save(query)
-    by_file = client.search_image(query, k=2)
+    by_file = client.search_image(query, k=2, collapse=False)
     assert all(Path(h.path).name.startswith("green") for h in by_file)
-    assert [h.id for h in client.search_image(query.read_bytes(), k=2)] == [h.id for h in by_file]
+    assert [h.id for h in client.search_image(query.read_bytes(), k=2, collapse=False)] == [h.id for h in by_file]
     record = client.image(first.id)
     assert record["path"] == first.path
     assert client.thumbnail(first.id)[:2] == b"\xff\xd8"  # a JPEG

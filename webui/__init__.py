@@ -52,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from flask import Flask
     from werkzeug.routing import Map
 
+    from . import i18n
     from .api import api, images
     from .errors import count_request, finish_response, handle_error
     from .state import EXTENSION, load_state
@@ -71,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # queries and paths in any script stay readable
     app.extensions[EXTENSION] = load_state(app.config)
+    i18n.init_app(app)  # Flask-Babel: the pages' words in the language the browser asks for
     app.register_blueprint(views)
     app.register_blueprint(api)
     app.register_blueprint(images)

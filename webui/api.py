@@ -22,6 +22,7 @@ from .errors import WebError
 from .files import open_indexed_file
 from .openapi import openapi_document
 from .searching import (
+    Results,
     image_row,
     image_search,
     int_arg,
@@ -58,8 +59,13 @@ def one_value_each() -> None:
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
-    # the CLI's --json shape: id, path, score (after reranking) and cosine (before)
+    # the CLI's --json shape: id, path, score (after reranking), cosine (before), relevant, similar
     return hit.to_json()
+
+
+def filters_json(found: Results) -> dict[str, Any] | None:
+    # the filter as applied, under the request's names (None: every image was searched)
+    return found.where.to_json() if found.where is not None else None
 
 
 @api.get("/search")
@@ -74,6 +80,8 @@ def search():
         "offset": offset,
         "took_ms": round(found.took_ms, 2),
         "language": found.language.to_json() if found.language else None,
+        "readings": found.readings,
+        "filters": filters_json(found),
         "results": [hit_json(hit) for hit in found.hits],
         "next_offset": found.next_offset,
     }
@@ -82,20 +90,28 @@ def search():
 @api.get("/similar/<int:image_id>")
 def similar(image_id: int):
     k = int_arg(request.args, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K, strict=True)
-    found = similar_search(image_id, k)
+    found = similar_search(image_id, k, search_options(request.args, k, strict=True, image=True))
     return {
         "id": image_id,
         "k": k,
         "took_ms": round(found.took_ms, 2),
+        "filters": filters_json(found),
         "results": [hit_json(hit) for hit in found.hits],
     }
 
 
 @api.post("/search/image")
 def search_image():
+    # the options may come in the form (as the document says) or the query string, like k
     k = int_arg(request.values, "k", current_app.config["API_DEFAULT_K"], 1, MAX_K, strict=True)
-    found = image_search(request.files.get("image"), k)
-    return {"k": k, "took_ms": round(found.took_ms, 2), "results": [hit_json(hit) for hit in found.hits]}
+    options = search_options(request.values, k, strict=True, image=True)
+    found = image_search(request.files.get("image"), k, options)
+    return {
+        "k": k,
+        "took_ms": round(found.took_ms, 2),
+        "filters": filters_json(found),
+        "results": [hit_json(hit) for hit in found.hits],
+    }
 
 
 @api.get("/images/<int:image_id>")

@@ -7,6 +7,14 @@
         print(hit.id, hit.score, hit.path)
     client.similar(hits[0].id, k=5)           # more like this
     client.search_image("query.jpg", k=5)     # search by an image file
+    client.search("beach", folder="2024/summer", after="2024-06-01", type="jpeg", collapse=False)
+
+Every call takes what the server's API takes, under the same names as ``SearchEngine.search``: nprobe,
+refine_factor, the filters (folder and exclude: a folder or a list of them; after and before: an ISO
+date or a ``datetime.date``; orientation, min_width, min_height; type: a format or a list; or all of them
+as one ``where=``, a ``babelsearch.Where`` or a dict of those names), min_score and collapse (on unless
+False), and text searches also lang, rerank and margin_k. Values are checked by the server: a bad one is
+a ``BadRequest`` with its message.
 
 Every failure is a ``ClientError``: ``ConnectionFailed`` / ``Timeout`` when the server cannot be
 reached in time, else an ``HTTPError`` subclass carrying the server's status, code and message.
@@ -14,12 +22,13 @@ reached in time, else an ``HTTPError`` subclass carrying the server's status, co
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import mimetypes
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,15 +104,29 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
 # -- results ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hit:
+    """One result. ``relevant``: the server's calibrated "likely relevant" flag (None where it has none:
+    image queries, an index without a query bank); ``similar``: ids of the near-duplicates folded into
+    this hit (collapse), best first."""
+
     id: int
     path: str
     score: float
     cosine: float
+    relevant: bool | None = None
+    similar: tuple[int, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Hit:
         score = float(data["score"])
-        return cls(int(data["id"]), str(data["path"]), score, float(data.get("cosine", score)))
+        relevant = data.get("relevant")
+        return cls(
+            int(data["id"]),
+            str(data["path"]),
+            score,
+            float(data.get("cosine", score)),
+            None if relevant is None else bool(relevant),
+            tuple(int(i) for i in data.get("similar") or ()),
+        )
 
 
 @dataclass
@@ -114,6 +137,8 @@ class SearchResult:
     took_ms: float
     language: dict[str, Any] | None = None  # text searches: {"code", "name", "confidence", "source"}
     next_offset: int | None = None
+    readings: list[str] = field(default_factory=list)  # text searches: how the query was read, if rewritten
+    filters: dict[str, Any] | None = None  # the filters applied, under their parameter names (None: none)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __iter__(self) -> Iterator[Hit]:
@@ -132,6 +157,8 @@ class SearchResult:
             took_ms=float(data.get("took_ms", 0.0)),
             language=data.get("language"),
             next_offset=data.get("next_offset"),
+            readings=[str(text) for text in data.get("readings") or []],
+            filters=data.get("filters"),
             raw=data,
         )
 
@@ -148,23 +175,109 @@ class Client:
         self.timeout = timeout
 
     def search(
-        self, query: str, k: int = 10, offset: int = 0, lang: str | None = None, rerank: str | None = None
+        self,
+        query: str,
+        k: int = 10,
+        offset: int = 0,
+        lang: str | None = None,
+        rerank: str | None = None,
+        margin_k: int | str | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+        *,
+        where: Any = None,
+        folder: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        after: str | dt.date | None = None,
+        before: str | dt.date | None = None,
+        orientation: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        type: str | Iterable[str] | None = None,  # noqa: A002 (the API's name for it)
+        min_score: float | None = None,
+        collapse: bool | None = None,
     ) -> SearchResult:
-        """The k best images for a text query in any language (``offset`` pages further)."""
-        params = {"q": query, "k": k, "offset": offset, "lang": lang, "rerank": rerank}
+        """The k best images for a text query in any language (``offset`` pages further); the options
+        and filters as the module says (None: the server's default)."""
+        params = [
+            ("q", query),
+            ("k", k),
+            ("offset", offset),
+            ("lang", lang),
+            ("rerank", rerank),
+            ("margin_k", margin_k),
+            ("nprobe", nprobe),
+            ("refine_factor", refine_factor),
+            *_filters(where, locals()),  # the filter keywords, by name
+            ("min_score", min_score),
+            ("collapse", collapse),
+        ]
         return SearchResult.from_json(self._request("GET", "/api/search", params))
 
-    def similar(self, image_id: int, k: int = 10) -> SearchResult:
-        """The k images most like an indexed one (it is left out)."""
-        return SearchResult.from_json(self._request("GET", f"/api/similar/{int(image_id)}", {"k": k}))
+    def similar(
+        self,
+        image_id: int,
+        k: int = 10,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+        *,
+        where: Any = None,
+        folder: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        after: str | dt.date | None = None,
+        before: str | dt.date | None = None,
+        orientation: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        type: str | Iterable[str] | None = None,  # noqa: A002
+        min_score: float | None = None,
+        collapse: bool | None = None,
+    ) -> SearchResult:
+        """The k images most like an indexed one (it is left out), by plain cosine (no rerank)."""
+        params = [
+            ("k", k),
+            ("nprobe", nprobe),
+            ("refine_factor", refine_factor),
+            *_filters(where, locals()),  # the filter keywords, by name
+            ("min_score", min_score),
+            ("collapse", collapse),
+        ]
+        return SearchResult.from_json(self._request("GET", f"/api/similar/{int(image_id)}", params))
 
-    def search_image(self, image: str | os.PathLike | bytes, k: int = 10, filename: str | None = None) -> SearchResult:
-        """The k images most like an image file (a path, or the file's bytes)."""
+    def search_image(
+        self,
+        image: str | os.PathLike | bytes,
+        k: int = 10,
+        filename: str | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+        *,
+        where: Any = None,
+        folder: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        after: str | dt.date | None = None,
+        before: str | dt.date | None = None,
+        orientation: str | None = None,
+        min_width: int | None = None,
+        min_height: int | None = None,
+        type: str | Iterable[str] | None = None,  # noqa: A002
+        min_score: float | None = None,
+        collapse: bool | None = None,
+    ) -> SearchResult:
+        """The k images most like an image file (a path, or the file's bytes), by plain cosine."""
         if isinstance(image, bytes):
             data, name = image, filename or "query"
         else:
             data, name = Path(image).read_bytes(), filename or Path(image).name
-        body, content_type = _multipart({"k": str(k)}, {"image": (name, data)})
+        fields = [
+            ("k", k),
+            ("nprobe", nprobe),
+            ("refine_factor", refine_factor),
+            *_filters(where, locals()),  # the filter keywords, by name
+            ("min_score", min_score),
+            ("collapse", collapse),
+        ]
+        body, content_type = _multipart(_encoded(fields), {"image": (name, data)})
         raw = self._request("POST", "/api/search/image", body=body, headers={"Content-Type": content_type})
         return SearchResult.from_json(raw)
 
@@ -187,15 +300,14 @@ class Client:
         self,
         method: str,
         path: str,
-        params: dict[str, Any] | None = None,
+        params: list[tuple[str, Any]] | dict[str, Any] | None = None,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         raw: bool = False,
     ) -> Any:
         url = self.base_url + path
         if params:
-            query = {name: value for name, value in params.items() if value is not None}
-            url += "?" + parse.urlencode(query)
+            url += "?" + parse.urlencode(_encoded(params.items() if isinstance(params, dict) else params))
         req = request.Request(url, data=body, method=method, headers={"Accept": "application/json", **(headers or {})})
         try:
             with request.urlopen(req, timeout=self.timeout) as response:
@@ -234,11 +346,54 @@ def _http_error(exc: error.HTTPError, url: str) -> HTTPError:
     return kind(exc.code, code, message, url)
 
 
-def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+# the filters' parameter names, and the fields of a babelsearch.Where under them (Where.to_json's names)
+FILTER_NAMES = ("folder", "exclude", "after", "before", "orientation", "min_width", "min_height", "type")
+
+
+def _filters(where: Any, given: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The filter parameters of a call: ``where`` (a Where, or a dict of filter names) and the keywords,
+    which win over it name by name."""
+    if where is None:
+        base: Mapping[str, Any] = {}
+    elif isinstance(where, Mapping):
+        base = where
+    elif hasattr(where, "to_json"):  # a babelsearch.Where, without importing the engine here
+        base = where.to_json()
+    else:
+        raise TypeError(f"where must be a babelsearch.Where or a dict of filters, got {where!r}")
+    unknown = sorted(set(base) - set(FILTER_NAMES))
+    if unknown:
+        raise TypeError(f"unknown filter {unknown[0]!r} (filters: {', '.join(FILTER_NAMES)})")
+    return [(name, given[name] if given.get(name) is not None else base.get(name)) for name in FILTER_NAMES]
+
+
+def _encoded(params: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """Parameters as the API writes them: None left out, a list as the name repeated, booleans as
+    true/false, dates in ISO form (a time to the second)."""
+    out: list[tuple[str, str]] = []
+    for name, value in params:
+        for item in [value] if isinstance(value, (str, bytes)) or not isinstance(value, Iterable) else value:
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                text = "true" if item else "false"
+            elif isinstance(item, dt.datetime):
+                # photos' times are local wall-clock times: an aware datetime is said in this machine's
+                local = item.astimezone().replace(tzinfo=None) if item.tzinfo else item
+                text = local.replace(microsecond=0).isoformat()
+            elif isinstance(item, dt.date):
+                text = item.isoformat()
+            else:
+                text = str(item)
+            out.append((name, text))
+    return out
+
+
+def _multipart(fields: list[tuple[str, str]], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
     """A multipart/form-data body (the standard library has no encoder for it)."""
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []
-    for name, value in fields.items():
+    for name, value in fields:
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for name, (filename, data) in files.items():
         kind = mimetypes.guess_type(filename)[0] or "application/octet-stream"

@@ -4,7 +4,10 @@ The document and the server agree both ways: every request it allows is answered
 id that is not in the index, 503 without an index), and every request it does not allow is refused
 with a 4xx (tests/test_api_fuzz.py runs schemathesis' checks over it). So the API reads each value
 exactly (``k=`` or ``k=05`` is refused, not taken as the default), and what cannot be said in JSON
-Schema is made true in the server instead (a page past rank MAX_K is cut short, not refused).
+Schema is made true in the server instead (a page past rank MAX_K is cut short, not refused; a date
+pattern admits real dates only; the longest query string allowed fits the server's request line). One
+rule is in a description only, as JSON Schema cannot compare two values: after must be earlier than
+before (else a 400 saying so).
 """
 
 from __future__ import annotations
@@ -12,10 +15,21 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from babelsearch.engine.filters import FILTER_PARAMS, ORIENTATIONS
 from babelsearch.engine.options import MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR
 from babelsearch.engine.rerank import MARGIN_KS, RERANK_MODES
 
-from .searching import LANG_CODE, MAX_NPROBE
+from .searching import (
+    DATE_TEXT,
+    LANG_CODE,
+    MAX_FOLDER_CHARS,
+    MAX_FOLDERS,
+    MAX_LANG_CHARS,
+    MAX_NPROBE,
+    MAX_SIDE,
+    MIN_SCORE_LIMIT,
+    TYPE_NAMES,
+)
 from .thumbs import THUMB_SIZES
 
 # What str.strip() removes, so a query of these only is "empty" to the engine: listed one by one (not
@@ -51,17 +65,83 @@ K = _param(
 )
 
 
+FOLDER = {"type": "string", "minLength": 1, "maxLength": MAX_FOLDER_CHARS, "pattern": "^[^\u0000]*$"}
+DATE = {"type": "string", "pattern": f"^{DATE_TEXT}$"}
+SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}
+# (name, schema, description) of what every search takes: the index's knobs, the filters, the cut, the folding
+OPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "nprobe",
+        {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
+        "Inverted lists scanned (IVF indexes; more than the index has: all); default: the index's.",
+    ),
+    (
+        "refine_factor",
+        {"type": "integer", "minimum": 1, "maximum": MAX_REFINE_FACTOR},
+        "k * this many candidates are re-scored exactly; default: the index's.",
+    ),
+    (
+        "folder",
+        {"type": "array", "items": FOLDER, "maxItems": MAX_FOLDERS},
+        "Only images in this folder or below (repeat it for any of several). An absolute path matches "
+        "the images under it; a relative one (2024/summer) a folder of that name anywhere in the path.",
+    ),
+    (
+        "exclude",
+        {"type": "array", "items": FOLDER, "maxItems": MAX_FOLDERS},
+        "Leave out the images in this folder or below (repeatable; read like folder).",
+    ),
+    (
+        "after",
+        DATE,
+        "Only photos taken on or after this (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], local time): the EXIF "
+        "DateTimeOriginal, else the file's modification time. With before, it must be the earlier one.",
+    ),
+    ("before", DATE, "Only photos taken before this (exclusive; the same form as after)."),
+    ("orientation", {"enum": list(ORIENTATIONS)}, "As shown (after EXIF rotation)."),
+    ("min_width", SIDE, "Only images at least this many pixels wide."),
+    ("min_height", SIDE, "Only images at least this many pixels high."),
+    (
+        "type",
+        {"type": "array", "items": {"enum": list(TYPE_NAMES)}, "maxItems": len(TYPE_NAMES)},
+        "Only files of this format (repeatable: any of them); jpg, heic and tif name jpeg, heif and tiff.",
+    ),
+    (
+        "min_score",
+        {"type": "number", "minimum": -MIN_SCORE_LIMIT, "maximum": MIN_SCORE_LIMIT},
+        "Leave out hits whose score (after any reranking) is below this: a hard cut, unlike `relevant`.",
+    ),
+    (
+        "collapse",
+        {"type": "boolean", "default": True},
+        "Fold near-duplicates (the same shot resized, re-encoded, a burst) into the best-ranked of them, "
+        "listed in its `similar`; false: every image in its own place.",
+    ),
+]
+# image queries rank by plain cosine: the query bank's reranking (rerank, margin_k) applies to text only
+PLAIN_COSINE = " Ranked by plain cosine: rerank and margin_k do not apply to image queries."
+
+
+def _options(*skip: str) -> list[dict[str, Any]]:
+    return [_param(name, "query", schema, text) for name, schema, text in OPTIONS if name not in skip]
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     hits: dict[str, Any] = {
         "type": "object",
-        "required": ["k", "took_ms", "results"],
+        "required": ["k", "took_ms", "filters", "results"],
         "properties": {
             "k": {"type": "integer"},
             "took_ms": {"type": "number"},
+            "filters": {
+                "anyOf": [_ref("Filters"), {"type": "null"}],
+                "description": "The filters applied, under their parameter names (null: none).",
+            },
             "results": {"type": "array", "items": _ref("Hit")},
         },
     }
+    upload_options = {name: schema for name, schema, _ in OPTIONS}
     error_responses = {
         f"E{status}": _json(_ref("Error"), text)
         for status, text in [
@@ -109,7 +189,7 @@ def openapi_document() -> dict[str, Any]:
                         _param(
                             "lang",
                             "query",
-                            {"type": "string", "pattern": f"^(?:{LANG_CODE})?$"},
+                            {"type": "string", "maxLength": MAX_LANG_CHARS, "pattern": f"^(?:{LANG_CODE})?$"},
                             "The query's language (ISO 639, such as de or pt-BR), instead of detecting it; "
                             "empty: detected. Models that read a language (NLLB) are given it.",
                         ),
@@ -125,18 +205,7 @@ def openapi_document() -> dict[str, Any]:
                             {"enum": [str(k) for k in MARGIN_KS]},
                             "Neighbourhood size for reranking; default: the index's.",
                         ),
-                        _param(
-                            "nprobe",
-                            "query",
-                            {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
-                            "Inverted lists scanned (IVF indexes; more than the index has: all); default: the index's.",
-                        ),
-                        _param(
-                            "refine_factor",
-                            "query",
-                            {"type": "integer", "minimum": 1, "maximum": MAX_REFINE_FACTOR},
-                            "k * this many candidates are re-scored exactly; default: the index's.",
-                        ),
+                        *_options(),
                     ],
                     "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 500, 503),
                 }
@@ -144,7 +213,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/similar/{image_id}": {
                 "get": {
                     "summary": "More like this: images nearest to an indexed image (itself left out)",
-                    "parameters": [ID, K],
+                    "description": "The image's stored vector is the query." + PLAIN_COSINE,
+                    "parameters": [ID, K, *_options()],
                     "responses": {
                         "200": _json(
                             {**hits, "properties": {**hits["properties"], "id": {"type": "integer"}}},
@@ -157,6 +227,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/search/image": {
                 "post": {
                     "summary": "Search by an uploaded image",
+                    "description": "The options are form fields beside the image (the filters may repeat)."
+                    + PLAIN_COSINE,
                     "requestBody": {
                         "required": True,
                         "description": "An image file (a file that does not decode as an image is a 400).",
@@ -168,6 +240,7 @@ def openapi_document() -> dict[str, Any]:
                                     "properties": {
                                         "image": {"type": "string", "format": "binary"},
                                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                                        **upload_options,
                                     },
                                 },
                                 "encoding": {"image": {"contentType": ", ".join(UPLOAD_TYPES)}},
@@ -255,13 +328,28 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "Hit": {
                     "type": "object",
-                    "required": ["id", "path", "score", "cosine"],
+                    "required": ["id", "path", "score", "cosine", "relevant", "similar"],
                     "properties": {
                         "id": {"type": "integer"},
                         "path": {"type": "string"},
                         "score": {"type": "number", "description": "Ranking score (after any reranking)."},
                         "cosine": {"type": "number", "description": "Cosine similarity of query and image."},
+                        "relevant": {
+                            "type": ["boolean", "null"],
+                            "description": "Likely relevant, by the index's calibrated score threshold (text "
+                            "queries); null where there is none (image queries, an index without a query bank).",
+                        },
+                        "similar": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "description": "Ids of the near-duplicates folded into this hit (collapse), best first.",
+                        },
                     },
+                },
+                "Filters": {
+                    "type": "object",
+                    "properties": {name: schema for name, schema, _ in OPTIONS if name in FILTER_PARAMS},
+                    "additionalProperties": False,
                 },
                 "Language": {
                     "type": "object",
@@ -279,6 +367,12 @@ def openapi_document() -> dict[str, Any]:
                         "query": {"type": "string"},
                         "offset": {"type": "integer"},
                         "language": _ref("Language"),
+                        "readings": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "How the query was read when the model rewrote it (e.g. the English "
+                            "glosses of a Chinese-character query); empty when it was read as written.",
+                        },
                         "next_offset": {"type": ["integer", "null"], "description": "Offset of the next page."},
                     },
                 },

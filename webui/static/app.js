@@ -6,61 +6,50 @@ document.documentElement.classList.add("js");
 document.addEventListener("DOMContentLoaded", () => {
   setUpMoreResults();
   setUpImageUpload();
+  setUpLanguageMenu();
 });
 
-// "More results" appends the next page in place instead of loading a new page.
+// "More results" appends the next page in place instead of loading a new page: it fetches that page's
+// HTML (the link the page already has, with its filters) and moves its cards here, so that every word,
+// the "weaker matches" divider and the "+N similar" links come from the server in the page's language.
 function setUpMoreResults() {
   const more = document.getElementById("more");
   const grid = document.getElementById("results");
   if (!more || !grid) return;
+  const label = more.textContent;
   more.addEventListener("click", async (event) => {
     event.preventDefault();
-    const params = new URLSearchParams({ q: more.dataset.q, k: more.dataset.k, offset: more.dataset.offset });
-    if (more.dataset.lang) params.set("lang", more.dataset.lang);
-    more.textContent = "Loading…";
+    more.textContent = more.dataset.loading || "…";
     try {
-      const response = await fetch("/api/search?" + params, { headers: { Accept: "application/json" } });
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
-      for (const hit of body.results) grid.appendChild(card(hit, more.dataset.q));
-      if (body.next_offset === null || body.results.length === 0) {
+      const response = await fetch(more.href, { headers: { Accept: "text/html" } });
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      if (!response.ok) {
+        const notice = page.querySelector(".notice.error span");
+        throw new Error(notice ? notice.textContent.trim() : response.statusText);
+      }
+      const items = page.querySelectorAll("#results > li");
+      for (const item of items) {
+        // one divider: where the first weaker match is, on whichever page it came
+        if (item.classList.contains("divider") && grid.querySelector(".divider")) continue;
+        grid.appendChild(document.adoptNode(item));
+      }
+      const next = page.getElementById("more");
+      if (!next || items.length === 0) {
         more.parentElement.remove();
       } else {
-        more.dataset.offset = body.next_offset;
-        params.set("offset", body.next_offset);
-        more.href = "/?" + params;
-        more.textContent = "More results";
+        more.href = next.getAttribute("href");
+        more.textContent = label;
       }
     } catch (error) {
-      more.textContent = "Could not load more: " + error.message;
+      more.textContent = (more.dataset.failed || "") + " " + error.message;
     }
   });
 }
 
-function card(hit, query) {
-  const name = hit.path.split(/[\\/]/).pop();
-  const item = document.createElement("li");
-  item.className = "hit";
-  const link = document.createElement("a");
-  link.href = "/image/" + hit.id + (query ? "?q=" + encodeURIComponent(query) : "");
-  link.title = hit.path;
-  const img = document.createElement("img");
-  img.src = "/images/" + hit.id + "/thumb";
-  img.alt = name;
-  img.loading = "lazy";
-  const meta = document.createElement("span");
-  meta.className = "meta";
-  const label = document.createElement("span");
-  label.className = "name";
-  label.dir = "auto";
-  label.textContent = name;
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = hit.score.toFixed(3);
-  meta.append(label, score);
-  link.append(img, meta);
-  item.append(link);
-  return item;
+// The page-language menu applies the choice at once (without JavaScript, its button does).
+function setUpLanguageMenu() {
+  const select = document.getElementById("ui-select");
+  if (select) select.addEventListener("change", () => select.form.submit());
 }
 
 // Choosing a file submits the upload form; dropping an image anywhere on the page does the same.
