@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-ray
+.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-peers bench-ray
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,8 +41,12 @@ mutation: install  ## Mutation testing of the core on a copy of the tree (cosmic
 test-quick: install  ## The quick loop: everything but the slow integration tests
 	$(BIN)/python -m pytest -m "not slow"
 
-bench-index: install  ## Benchmark the index on 1,000,000 synthetic 384-d vectors (about 20 min on 2 cores)
+bench-index: install  ## Benchmark the index on 1,000,000 synthetic 384-d vectors, then filtered search (about 40 min on 2 cores)
 	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_filters.py
+
+bench-peers: install  ## babelsearch vs faiss, hnswlib, usearch, LanceDB, autofaiss at 300k and 1M (peers in data/peers-venv; hours on 2 cores; QUICK=1: 50k)
+	$(BIN)/python benchmarks/bench_peers.py $(if $(QUICK),--quick)
 
 SAMPLE := ../shared/data/imagenet-sample
 eval-sample: install  ## Margin reranking vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval
@@ -66,3 +70,11 @@ bench-encode: install  ## Indexing images/s and query latency: babel-lite, then 
 
 bench-ray: install  ## Indexing images/s single-process vs Ray (a local Ray, 2 workers) on the shared sample
 	$(BIN)/python benchmarks/bench_ray.py
+
+.PHONY: translations
+translations: install  ## Re-extract the web UI's words (babel.cfg), update every catalog in webui/translations, compile them
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k gettext -k ngettext:1,2 --no-location --sort-output \
+		--project babelsearch --copyright-holder "babelsearch authors" -o webui/translations/messages.pot .
+	$(BIN)/pybabel update -i webui/translations/messages.pot -d webui/translations --width 120 \
+		--ignore-obsolete --no-fuzzy-matching --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d webui/translations --statistics

@@ -19,16 +19,18 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
     assert "broken.jpg" in result.output and "images/s" in result.output
 
     result = run("search", index_dir, "blue", "--k", "3")
-    lines = result.output.strip().splitlines()
+    # three hits, and perhaps the line where the likely relevant ones end
+    lines = [line for line in result.output.strip().splitlines() if line.strip() != "-- weaker matches --"]
     assert result.exit_code == 0 and len(lines) == 3
     rank, score, path = lines[0].split(maxsplit=2)
     assert rank == "1" and float(score) > 0 and Path(path).name.startswith("blue")
 
     result = run("search", index_dir, "yellow", "--json", "-k", "2")
     payload = json.loads(result.output)
-    assert set(payload) == {"query", "k", "took_ms", "results"}
+    assert set(payload) == {"query", "k", "took_ms", "language", "readings", "filters", "results"}
     assert payload["query"] == "yellow" and payload["k"] == 2 and payload["took_ms"] >= 0
-    assert [set(r) for r in payload["results"]] == [{"id", "path", "score", "cosine"}] * 2
+    assert payload["readings"] == [] and payload["filters"] is None
+    assert [set(r) for r in payload["results"]] == [{"id", "path", "score", "cosine", "relevant", "similar"}] * 2
     assert 0 < payload["results"][0]["cosine"] <= 1
 
     result = run("info", index_dir)

@@ -5,7 +5,7 @@ One module per group of commands; importing them registers their commands on the
 
 from __future__ import annotations
 
-from . import indexing, searching, serving, tools  # noqa: F401  (registers the commands)
+from . import duplicates, indexing, searching, serving, tools  # noqa: F401  (registers the commands)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,187 @@
+"""Near-duplicate images: fold them in a result list (``collapse_hits``) and list them index-wide
+(``duplicate_groups``).
+
+"Near-duplicate" means: stored vectors with cosine >= a threshold. ``DUPLICATE_THRESHOLD`` was chosen by
+measurement (``scripts/duplicate_threshold.py``, README "Near-duplicates"): 100 photos of the shared
+ImageNet sample, each copied five ways (resized to 50%, re-encoded as JPEG quality 60, 5% cropped off
+every edge, 8% brighter, and all four at once), indexed with babel-lite together with all 1000
+originals, and every pair of the 1500 images scored. See the README for the numbers.
+
+The cosine is the index's own (the model's embedding), so what counts as "near" depends on the model:
+babel-lite's image vectors describe the ImageNet classes a photo shows, not its pixels, so two
+different photos of the same kind of thing can score as high as two copies of one photo. Pass another
+threshold for another model, or for a stricter or looser idea of "the same shot".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .catalog import rows_by_ids
+from .errors import InvalidQuery
+
+if TYPE_CHECKING:
+    from .search import Hit, SearchEngine
+    from .shards import ShardSet
+
+__all__ = [
+    "DUPLICATE_NEIGHBOURS",
+    "DUPLICATE_THRESHOLD",
+    "IVF_CANDIDATE_FACTOR",
+    "check_threshold",
+    "collapse_hits",
+    "duplicate_groups",
+    "group_rows",
+]
+
+DUPLICATE_THRESHOLD = 0.985  # cosine; measured, see the module doc
+
+# nearest neighbours looked at per stored vector: a burst of more near-copies than this still ends up in
+# one group, because each copy's neighbours link it to the others (union-find joins the links)
+DUPLICATE_NEIGHBOURS = 16
+
+# IVF candidates per wanted neighbour, re-scored exactly. Measured on 12,000 babel-lite vectors (the
+# duplicate_threshold.py index plus noisy copies) as IVF64,PQ48: factors 1, 2, 4 and 10 (the index's
+# refine_factor) put every pair at cosine >= 0.95 or >= 0.985 in one group alike, at about 1.3, 1.9 and
+# 3.6x the time of 1. 4 keeps a margin for denser collections, where PQ codes order near-duplicates
+# poorly (indexer/factory.py); the exact scores, not the codes, decide which pairs count
+IVF_CANDIDATE_FACTOR = 4
+
+_ROWS = 32_768  # candidate vectors scored at once: (batch, candidates, dim) float32 stays near 50 MB
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float in (0, 1]; anything else raises InvalidQuery."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise InvalidQuery(f"threshold must be a number in (0, 1], got {threshold!r}") from None
+    if isinstance(threshold, bool) or not 0.0 < value <= 1.0:
+        raise InvalidQuery(f"threshold must be a cosine in (0, 1], got {threshold!r}")
+    return value
+
+
+def collapse_hits(hits: list[Hit], vectors: np.ndarray, threshold: float, k: int) -> list[Hit]:
+    """Fold near-duplicates into the best-ranked hit they duplicate; at most ``k`` hits come back.
+
+    ``vectors``: the hits' stored vectors, row i for hits[i]. Greedy in rank order: a hit whose vector has
+    cosine >= ``threshold`` with an already kept hit is not kept; its id (and the ids already folded into
+    it) goes into the ``similar`` list of the kept hit it is closest to. Hits after the k-th kept one still
+    fold into the kept ones (so "+N similar" counts them), the others are dropped. The given hits are left
+    as they are: the kept ones come back as copies, each with its own ``similar`` list.
+    """
+    threshold = check_threshold(threshold)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidQuery(f"k must be a whole number >= 1, got {k!r}")
+    if not hits:
+        return []
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or len(matrix) != len(hits):
+        raise ValueError(f"collapse_hits needs one vector per hit: {len(hits)} hits, vectors of shape {matrix.shape}")
+    # stored vectors are unit length; normalising again costs nothing and makes the dot product a cosine
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = matrix / np.where(norms > 0, norms, np.float32(1.0))
+    kept: list[Hit] = []
+    kept_rows: list[int] = []
+    folded: list[list[int]] = []  # per kept hit, the ids folded into it (its own "similar" list first)
+    for row, hit in enumerate(hits):
+        if kept_rows:
+            cosines = matrix[kept_rows] @ matrix[row]
+            best = int(np.argmax(cosines))  # the first of equals: the better ranked
+            if cosines[best] >= threshold:
+                folded[best].extend([hit.id, *_similar(hit)])
+                continue
+        if len(kept) < k:
+            kept.append(hit)
+            kept_rows.append(row)
+            folded.append(list(_similar(hit)))
+    # copies with lists of their own: the given hits (and any list they hold) are left as they were
+    return [dataclasses.replace(hit, similar=similar) for hit, similar in zip(kept, folded)]
+
+
+def _similar(hit: Hit) -> list[int]:
+    return list(hit.similar or [])
+
+
+def duplicate_groups(
+    engine: SearchEngine, threshold: float = DUPLICATE_THRESHOLD, neighbours: int = DUPLICATE_NEIGHBOURS
+) -> list[list[int]]:
+    """Groups of near-duplicate images of ``engine``'s index: lists of catalog ids, largest group first
+    (then by lowest id), each group's ids ascending; images without a near-duplicate are left out.
+
+    Not all pairs: each stored vector's ``neighbours`` nearest through the index's own search (IVF: the
+    index's nprobe, IVF_CANDIDATE_FACTOR times as many candidates, re-scored exactly from the stored
+    vectors), and the pairs at cosine >= ``threshold`` joined by union-find. So a chain A~B~C is one group
+    even where A and C are further apart (a burst drifting frame by frame). Vectors without a catalog row
+    (an interrupted write) are left out."""
+    threshold = check_threshold(threshold)
+    if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
+        raise InvalidQuery(f"neighbours must be a whole number >= 1, got {neighbours!r}")
+    shards = engine._shards
+    n_candidates = neighbours + 1  # the vector itself comes first
+    if shards.nlist:  # IVF-PQ: the codes rank the candidates roughly, so take more and score them exactly
+        n_candidates *= IVF_CANDIDATE_FACTOR
+    nprobe = engine.default_nprobe
+    n_candidates = min(n_candidates, max(shards.ntotal, 1))
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+    for ids, vectors in shards.iter_vectors(batch_size=max(64, _ROWS // n_candidates)):
+        _, candidates = shards.candidates(vectors, n_candidates, nprobe=nprobe)
+        # exact cosines from the stored vectors (the numbers collapse_hits compares), in one product per
+        # batch (ShardSet.refine scores and sorts each query's candidates in a faiss call of its own)
+        stored, found = _stored_vectors(shards, candidates.ravel())
+        scores = np.matmul(stored.reshape(*candidates.shape, -1), vectors[:, :, None])[..., 0]
+        close = (scores >= threshold) & found.reshape(candidates.shape) & (candidates != ids[:, None])
+        rows, columns = np.nonzero(close)
+        left.append(ids[rows])
+        right.append(candidates[rows, columns])
+    if not left:
+        return []
+    a, b = np.concatenate(left), np.concatenate(right)
+    if not len(a):
+        return []
+    pairs = np.unique(np.sort(np.stack([a, b], axis=1), axis=1), axis=0)
+    known = rows_by_ids(engine._catalog, np.unique(pairs).tolist()).keys()
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]  # path halving
+            x = parent[x]
+        return x
+
+    for x, y in pairs.tolist():
+        if x in known and y in known:
+            rx, ry = root(x), root(y)
+            if rx != ry:
+                parent[max(rx, ry)] = min(rx, ry)
+    groups: dict[int, list[int]] = {}
+    for x in parent:
+        groups.setdefault(root(x), []).append(x)
+    return sorted((sorted(group) for group in groups.values()), key=lambda group: (-len(group), group[0]))
+
+
+def _stored_vectors(shards: ShardSet, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 stored vectors of ``ids`` (zeros where unknown, as an empty slot's -1) and the mask of those
+    found. ShardSet._gather's, less one copy: the float16 rows are cast as they are assigned (2.6x faster on
+    170 candidates per vector, where this pass spends most of its time)."""
+    out = np.zeros((len(ids), shards.dim), np.float32)
+    found = np.zeros(len(ids), bool)
+    for store in shards.stores:  # an id lives in one shard only
+        mask, rows = store.locate(ids)
+        if rows.size:
+            out[mask] = store.vectors[rows]
+            found |= mask
+    return out, found
+
+
+def group_rows(engine: SearchEngine, groups: list[list[int]]) -> list[list[dict[str, Any]]]:
+    """The catalog rows of ``duplicate_groups``' ids, in the same order (for the CLI and the web page);
+    an image removed since is left out, and a group left with one image is dropped."""
+    rows = rows_by_ids(engine._catalog, [image_id for group in groups for image_id in group])
+    found = ([rows[image_id] for image_id in group if image_id in rows] for group in groups)
+    return [group for group in found if len(group) > 1]
