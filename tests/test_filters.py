@@ -259,3 +259,18 @@ def test_image_queries_take_filters(photo_index):
     Image.new("RGB", (32, 32), COLOURS["red"]).save(buffer, "PNG")
     image = Image.open(buffer)
     assert names(engine.search_image(image, k=10, where=Where(folders=("summer",)))) == ["a.jpg", "b.jpg"]
+
+
+def test_heic_and_avif_are_thumbnailed_and_served(photo_index):
+    from babelsearch.webui import create_app
+
+    index, _ = photo_index
+    client = create_app({"INDEX_DIR": index}).test_client()
+    engine = SearchEngine.open(index, model="test-colours")
+    for hit in engine.search("red", k=10, where=Where(types=("heif", "avif"))):
+        thumb = client.get(f"/images/{hit.id}/thumb")
+        assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg"
+        assert Image.open(io.BytesIO(thumb.data)).size[0] > 0
+        served = client.get(f"/images/{hit.id}/file")
+        assert served.status_code == 200 and served.data == Path(hit.path).read_bytes()
+        assert served.mimetype in ("image/heic", "image/heif", "image/avif")
