@@ -42,9 +42,13 @@ IMAGE_COLUMNS = (
     "taken_at",
     "taken_from",
     "format",
+    "signature",
 )
-# added in 0.3 (filters by date and type): a catalog from before gets them when an index run opens it
-PHOTO_COLUMNS: dict[str, type[str]] = {"taken_at": str, "taken_from": str, "format": str}
+# added in 0.3 (filters by date and type; signature: near-duplicates, indexer.decode.pixel_signature): a
+# catalog from before gets them when an index run opens it; its rows keep NULL signatures until indexed anew
+PHOTO_COLUMNS: dict[str, type] = {"taken_at": str, "taken_from": str, "format": str, "signature": bytes}
+# columns rows_by_ids leaves out: bytes for engine.duplicates, not metadata to show or send as JSON
+_INTERNAL_COLUMNS = ("signature",)
 # the one spelling of a date in the catalog: ISO 8601 local time, no zone, so text order is time order
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _SQL_LOCAL_MTIME = f"strftime('{DATE_FORMAT}', mtime, 'unixepoch', 'localtime')"
@@ -231,7 +235,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         _add_photo_columns(db, missing)
 
 
-def _add_photo_columns(db: sqlite_utils.Database, missing: dict[str, type[str]]) -> None:
+def _add_photo_columns(db: sqlite_utils.Database, missing: dict[str, type]) -> None:
     # Rows from before keep what can be known without reading the files again: the date from the mtime
     # (an EXIF date is read when the file is indexed anew) and the format from the extension.
     with db.conn:
@@ -262,7 +266,25 @@ def rows_by_ids(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, dict
     found: dict[int, dict[str, Any]] = {}
     for chunk, marks in id_chunks(ids):
         for row in db.query(f"select * from {IMAGES} where id in ({marks})", chunk):
+            for column in _INTERNAL_COLUMNS:
+                row.pop(column, None)
             found[row["id"]] = _with_path(row)
+    return found
+
+
+def signatures_by_ids(db: sqlite_utils.Database, ids: Iterable[int]) -> dict[int, bytes]:
+    """{id: pixel signature} for the given ids that have one (indexer.decode.pixel_signature); rows
+    indexed before signatures were recorded, and a catalog from before the column, have none."""
+    found: dict[int, bytes] = {}
+    try:
+        for chunk, marks in id_chunks(i for i in ids if int(i) >= 0):
+            query = f"select id, signature from {IMAGES} where id in ({marks}) and signature is not null"
+            for row in db.query(query, chunk):
+                found[int(row["id"])] = bytes(row["signature"])
+    except sqlite3.OperationalError as exc:
+        if "no such column" not in str(exc):  # an older catalog opened read-only (search): no signatures
+            raise
+        return {}
     return found
 
 

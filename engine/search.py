@@ -412,12 +412,16 @@ class SearchEngine:
         return found
 
     def _collapse(self, row: list[Hit], k: int) -> list[Hit]:
+        from .catalog import signatures_by_ids
         from .duplicates import DUPLICATE_THRESHOLD, collapse_hits
 
         if not row:
             return row
-        vectors, _ = self._shards._gather(np.array([hit.id for hit in row], dtype=np.int64))
-        return collapse_hits(row, vectors, DUPLICATE_THRESHOLD, k)
+        ids = [hit.id for hit in row]
+        vectors, _ = self._shards._gather(np.array(ids, dtype=np.int64))
+        # pixel signatures where the catalog has them (rows indexed before have none: cosine alone decides)
+        stored = signatures_by_ids(self._catalog, ids)
+        return collapse_hits(row, vectors, DUPLICATE_THRESHOLD, k, [stored.get(i) for i in ids])
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, cosines: np.ndarray) -> list[list[Hit]]:
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())

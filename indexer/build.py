@@ -332,6 +332,7 @@ def add_embedded(
                     "added": now,
                     **photo_date(item.exif_taken_at, item.mtime),
                     "format": item.format,
+                    "signature": item.signature,
                 }
                 for i, item in zip(ids, good)
             ]

@@ -146,6 +146,9 @@ def write_part(
         # "" for unknown: npz keeps no None (and never pickles)
         "format": np.array([f or "" for f in field("format", "")], dtype=str),
         "exif_taken_at": np.array([t or "" for t in field("exif_taken_at", "")], dtype=str),
+        # one row of SIGNATURE_BYTES per input and a mask (a bytes array would drop trailing zero bytes)
+        "signature": _signature_matrix(field("signature", None)),
+        "has_signature": np.array([s is not None for s in field("signature", None)], dtype=bool),
         "vectors": np.ascontiguousarray(vectors, dtype=np.float32),
         **{f"key_{k}": np.array(v) for k, v in model_key.items()},
     }
@@ -158,6 +161,15 @@ def write_part(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _signature_matrix(signatures: list[bytes | None]) -> np.ndarray:
+    width = max((len(s) for s in signatures if s is not None), default=0)
+    matrix = np.zeros((len(signatures), width), dtype=np.uint8)
+    for row, signature in enumerate(signatures):
+        if signature is not None:
+            matrix[row, : len(signature)] = np.frombuffer(signature, dtype=np.uint8)
+    return matrix
 
 
 class Part:
@@ -178,6 +190,9 @@ class Part:
             # parts staged by an older version lack them: unknown
             self.format = data["format"] if "format" in data.files else None
             self.exif_taken_at = data["exif_taken_at"] if "exif_taken_at" in data.files else None
+            has = "signature" in data.files and "has_signature" in data.files
+            self.signature = data["signature"] if has else None
+            self.has_signature = data["has_signature"] if has else None
         self.vector_row = np.cumsum(self.ok) - 1  # row i's vector, where ok[i]
         self._vectors: np.ndarray | None = None
         self.wanted = 0  # rows the driver will still take from this part
@@ -203,8 +218,14 @@ class Part:
             height=int(self.height[row]),
             format=str(self.format[row]) or None if self.format is not None else None,
             exif_taken_at=str(self.exif_taken_at[row]) or None if self.exif_taken_at is not None else None,
+            signature=self._signature(row),
         )
         return decoded, self.vectors[int(self.vector_row[row])]
+
+    def _signature(self, row: int) -> bytes | None:
+        if self.signature is None or self.has_signature is None or not self.has_signature[row]:
+            return None  # a part staged by an older version, or an image without one
+        return self.signature[row].tobytes()
 
 
 def _find_staged(staging: Path, todo: list[Path], model_key: dict[str, str]) -> dict[Path, _Slot]:

@@ -1,9 +1,11 @@
 """Near-duplicates: collapse_hits folds a result list, duplicate_groups lists groups from the index's
-nearest neighbours (flat and IVF), and ``babelsearch duplicates`` prints them."""
+nearest neighbours (flat and IVF), and ``babelsearch duplicates`` prints them; the pixel signature each
+image gets at indexing decides between photos whose vectors agree (and old rows fall back to the cosine)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +16,24 @@ from PIL import Image, ImageEnhance
 
 from babelsearch.cli import cli
 from babelsearch.engine import InvalidQuery, SearchEngine
-from babelsearch.engine.duplicates import DUPLICATE_THRESHOLD, collapse_hits, duplicate_groups, group_rows
+from babelsearch.engine.catalog import open_catalog, signatures_by_ids
+from babelsearch.engine.duplicates import (
+    DUPLICATE_THRESHOLD,
+    PIXEL_THRESHOLD,
+    SIGNATURE_BYTES,
+    collapse_hits,
+    duplicate_groups,
+    group_rows,
+    signature_matrix,
+)
 from babelsearch.engine.search import Hit
 from babelsearch.indexer import IndexOptions, build_index, index_embeddings
+from babelsearch.indexer.decode import Decoded, Failed, decode_image, pixel_signature
+from babelsearch.indexer.ray_staging import Part, write_part
 
 from .conftest import COLOURS, SHARED_SAMPLE, clustered_vectors, require_path, write_image
+
+RULE = f"(signatures correlating >= {PIXEL_THRESHOLD:g}, else cosine >= {DUPLICATE_THRESHOLD:g})"
 
 
 def near_copy(source: Path, target: Path) -> Path:
@@ -218,7 +233,7 @@ def test_cli_lists_groups_as_text_and_json(colour_duplicates):
     result = runner.invoke(cli, ["duplicates", str(index_dir)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "group 1: 3 images" and lines[-1] == f"2 groups, 6 images (cosine >= {DUPLICATE_THRESHOLD:g})"
+    assert lines[0] == "group 1: 3 images" and lines[-1] == f"2 groups, 6 images {RULE}"
     assert len(lines) == 1 + 3 + 1 + 3 + 1  # one line per image: the newline in a name is shown escaped
     shown = [line.split(None, 1) for line in lines if line.startswith("  ")]
     assert [int(i) for i, _ in shown] == [row["id"] for group in groups for row in group]
@@ -237,7 +252,7 @@ def test_cli_says_when_there_are_no_near_duplicates(tmp_path: Path):
     build_index([tmp_path / "photos"], tmp_path / "index", model="test-colours", progress=False)
     runner = CliRunner()
     result = runner.invoke(cli, ["duplicates", str(tmp_path / "index")])
-    assert (result.exit_code, result.output) == (0, f"no near-duplicates (cosine >= {DUPLICATE_THRESHOLD:g})\n")
+    assert (result.exit_code, result.output) == (0, f"no near-duplicates {RULE}\n")
     result = runner.invoke(cli, ["duplicates", str(tmp_path / "index"), "--json"])
     assert (result.exit_code, json.loads(result.output)) == (0, [])
 
@@ -276,3 +291,161 @@ def test_real_near_copies_of_shared_photos_are_grouped(tmp_path: Path, babel_lit
     engine = SearchEngine.open(tmp_path / "index", encoder=babel_lite)
     named = [sorted(Path(row["path"]).name for row in group) for group in group_rows(engine, duplicate_groups(engine))]
     assert sorted(named) == sorted([f"{stem}-copy.jpg", f"{stem}.jpg"] for stem in chosen[:3])
+
+
+# -- pixel signatures ------------------------------------------------------------------------------
+MEAN = np.array([128, 96, 160], np.float32)  # the one mean colour of the pictures below
+
+
+def diagonal(path: Path, size: tuple[int, int] = (96, 72), flip: bool = False) -> Path:
+    """A diagonal light-to-dark ramp around MEAN: the mean colour of a solid MEAN picture, other pixels."""
+    w, h = size
+    ramp = (np.arange(w)[None, :] / (w - 1) + np.arange(h)[:, None] / (h - 1)) / 2 - 0.5  # -0.5 .. 0.5, mean 0
+    if flip:
+        ramp = ramp[:, ::-1]
+    pixels = np.clip(MEAN + 120 * ramp[..., None], 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+def solid(path: Path, size: tuple[int, int] = (96, 72)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, tuple(int(v) for v in MEAN)).save(path)
+    return path
+
+
+def signature_of(pixels: np.ndarray) -> bytes:
+    return pixel_signature(Image.fromarray(pixels.astype(np.uint8), "RGB"))
+
+
+@pytest.fixture(scope="module")
+def same_colour(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """Three pictures of one mean colour (test-colours: one vector) - a solid one, a ramp and the ramp
+    flipped - and a half-size, cropped, brighter JPEG copy of the ramp."""
+    root = tmp_path_factory.mktemp("same-colour")
+    photos = root / "photos"
+    files = {
+        "solid": solid(photos / "solid.png"),
+        "ramp": diagonal(photos / "ramp.png"),
+        "flipped": diagonal(photos / "flipped.png", flip=True),
+    }
+    files["copy"] = near_copy(files["ramp"], photos / "ramp-copy.jpg")
+    build_index([photos], root / "index", model="test-colours", progress=False)
+    engine = SearchEngine.open(root / "index")
+    found = ids_by_path(engine)
+    return root / "index", {name: found[str(path)] for name, path in files.items()}
+
+
+def test_indexing_records_a_signature_per_image_kept_out_of_the_metadata(same_colour):
+    index_dir, ids = same_colour
+    engine = SearchEngine.open(index_dir)
+    stored = signatures_by_ids(engine._catalog, ids.values())
+    assert set(stored) == set(ids.values()) and {len(s) for s in stored.values()} == {SIGNATURE_BYTES}
+    assert stored[ids["solid"]] == bytes(SIGNATURE_BYTES)  # one colour: the flat signature
+    ramp = np.frombuffer(stored[ids["ramp"]], np.int8).reshape(16, 16).astype(int)
+    assert ramp[0, 0] < -100 and ramp[-1, -1] > 100 and abs(ramp.sum()) < 256  # dark to light, mean removed
+    # bytes for the duplicate test, not metadata: a hit, engine.get and the JSON API never carry them
+    assert "signature" not in engine.get(ids["ramp"])
+
+
+def test_the_signature_is_of_the_exif_rotated_image(tmp_path: Path):
+    pixels = np.clip(MEAN + np.linspace(-100, 100, 80)[None, :, None] * np.ones((60, 1, 1)), 0, 255)
+    upright = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
+    upright.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    decoded = decode_image(tmp_path / "turned.jpg", short_side=32)
+    assert isinstance(decoded, Decoded) and (decoded.width, decoded.height) == (60, 80)
+    shown = np.frombuffer(decoded.signature, np.int8).reshape(16, 16)
+    assert shown[0, 8] < -100 and shown[-1, 8] > 100  # the ramp runs top to bottom as shown
+    pixels_of, _ = signature_matrix(
+        [decoded.signature, pixel_signature(upright.transpose(Image.Transpose.ROTATE_270)), pixel_signature(upright)]
+    )
+    correlations = pixels_of @ pixels_of[0]
+    assert correlations[1] > 0.99 and abs(correlations[2]) < 0.1  # as shown, not as stored
+
+
+def test_a_copy_is_folded_and_other_pictures_of_the_same_colour_are_not(same_colour):
+    index_dir, ids = same_colour
+    engine = SearchEngine.open(index_dir)
+    # the vectors alone cannot tell them apart: the same mean colour, cosine 1 (the copy is 8% brighter)
+    vectors = engine._shards.vectors_for_ids(np.array(list(ids.values())))
+    assert (vectors @ vectors.T).min() >= DUPLICATE_THRESHOLD
+    assert duplicate_groups(engine) == [sorted([ids["ramp"], ids["copy"]])]
+    hits = engine.search("red", k=4, collapse=True)
+    kept = {hit.id: hit.similar or [] for hit in hits}
+    assert len(hits) == 3 and not kept[ids["solid"]] and not kept[ids["flipped"]]
+    (best,) = set(kept) & {ids["ramp"], ids["copy"]}  # the better ranked of the two holds the other
+    assert {best, *kept[best]} == {ids["ramp"], ids["copy"]}
+
+
+def test_collapse_hits_uses_the_signatures_where_both_hits_have_one():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 40, (60, 80, 3)) + MEAN
+    photo = signature_of(np.clip(base, 0, 255))
+    copy = signature_of(np.clip(base * 1.08 + rng.normal(0, 3, base.shape), 0, 255))  # brighter, noisier
+    other = signature_of(np.clip(rng.normal(0, 40, base.shape) + MEAN, 0, 255))
+    flat = signature_of(np.broadcast_to(MEAN, base.shape))
+    vectors = unit(0, 0.5)  # cosine 0.99996: one shot by the vectors alone
+
+    def folds(a: bytes | None, b: bytes | None) -> bool:
+        return len(collapse_hits(hits_for([1, 2]), vectors, DUPLICATE_THRESHOLD, 10, [a, b])) == 1
+
+    assert folds(photo, copy) and not folds(photo, other)
+    assert folds(photo, None) and folds(None, None)  # a hit without a signature: the cosine alone, as before
+    assert folds(flat, flat) and not folds(flat, photo)  # two blank pictures: the cosine; blank vs a picture: no
+    assert len(collapse_hits(hits_for([1, 2]), vectors, DUPLICATE_THRESHOLD, 10)) == 1  # no signatures given
+    # pixels agree but the vectors are far apart (cosine 0.17 < VECTOR_FLOOR): not the same shot
+    assert len(collapse_hits(hits_for([1, 2]), unit(0, 80), DUPLICATE_THRESHOLD, 10, [photo, photo])) == 2
+    with pytest.raises(InvalidQuery, match="pixel_threshold"):
+        collapse_hits(hits_for([1, 2]), vectors, DUPLICATE_THRESHOLD, 10, [photo, copy], pixel_threshold=2)
+    with pytest.raises(ValueError, match="one signature"):
+        collapse_hits(hits_for([1, 2]), vectors, DUPLICATE_THRESHOLD, 10, [photo])
+
+
+def test_an_old_catalog_without_signatures_falls_back_to_the_cosine(same_colour, tmp_path: Path):
+    import shutil
+
+    index_dir, ids = same_colour
+    old = tmp_path / "old-index"
+    shutil.copytree(index_dir, old)
+    with sqlite3.connect(old / "catalog.db") as db:  # as a catalog from before the column
+        db.execute("alter table images drop column signature")
+    engine = SearchEngine.open(old)
+    assert signatures_by_ids(engine._catalog, ids.values()) == {}
+    # cosine alone: all four share one colour, so they are one group and one hit, as before signatures
+    assert duplicate_groups(engine) == [sorted(ids.values())]
+    hits = engine.search("red", k=4, collapse=True)
+    assert len(hits) == 1 and len(hits[0].similar) == 3
+    # an index run adds the column: new images get a signature, the old rows have none (NULL)
+    diagonal(tmp_path / "more" / "new.png", size=(50, 50))
+    build_index([tmp_path / "more"], old, model="test-colours", progress=False)
+    db = open_catalog(old, readonly=True)
+    try:
+        stored = signatures_by_ids(db, range(100))
+    finally:
+        db.close()
+    assert len(stored) == 1 and not set(stored) & set(ids.values())
+
+
+def test_ray_staging_keeps_the_signature(tmp_path: Path):
+    signature = signature_of(np.clip(np.random.default_rng(2).normal(128, 40, (30, 40, 3)), 0, 255))
+    results = [
+        Decoded(Path("/a.jpg"), None, 10, 1.0, "aa", 40, 30, "jpeg", None, signature),
+        Failed(Path("/b.jpg"), "broken"),
+        Decoded(Path("/c.png"), None, 11, 2.0, "cc", 4, 3, "png", None, bytes(SIGNATURE_BYTES)),
+        Decoded(Path("/d.png"), None, 12, 3.0, "dd", 4, 3, "png", None, None),
+    ]
+    key = {"model": "test-colours", "dim": "4"}
+    write_part(tmp_path / "part.npz", np.arange(4), results, np.eye(3, 4, dtype=np.float32), key)
+    part = Part(tmp_path / "part.npz")
+    items = [part.item(row)[0] for row in range(4)]
+    assert isinstance(items[1], Failed)
+    signatures = [getattr(item, "signature", "failed") for item in items]
+    assert signatures == [signature, "failed", bytes(256), None]  # all-zero bytes kept whole
+    # a part staged by an older version has no signatures: None, not an error
+    with np.load(tmp_path / "part.npz") as data:
+        older = {k: data[k] for k in data.files if k not in ("signature", "has_signature")}
+    np.savez(tmp_path / "older.npz", **older)
+    assert Part(tmp_path / "older.npz").item(0)[0].signature is None

@@ -79,7 +79,10 @@ def local_index(photos: Path, tmp_path_factory) -> Path:
 def catalog(index_dir: Path, root: Path) -> list[tuple]:
     """Every image's row (paths relative to ``root``), in id order."""
     with sqlite3.connect(index_dir / "catalog.db") as db:
-        rows = db.execute("select id, path, bytes, mtime, sha256, width, height from images order by id").fetchall()
+        rows = db.execute(
+            "select id, path, bytes, mtime, sha256, width, height, taken_at, taken_from, format, hex(signature) "
+            "from images order by id"
+        ).fetchall()
     return [(i, str(Path(p).relative_to(root)), *rest) for i, p, *rest in rows]
 
 
