@@ -88,7 +88,7 @@ def embed_texts_cached(encoder: Encoder, texts: list[str], path: Path, batch_siz
             cached = np.load(path)
             if cached.shape == (len(texts), encoder.dim):
                 return cached.astype(np.float32, copy=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: an empty or truncated .npy
             pass  # a damaged cache file is simply recomputed
     parts = [encoder.encode_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     vectors = np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
@@ -112,6 +112,6 @@ def bank_vectors(index_dir: Path) -> np.ndarray | None:
     for part in parts:
         try:
             loaded.append(np.load(part, allow_pickle=False).astype(np.float32, copy=False))
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             return None  # a damaged cache file: the caller goes without (the index itself is fine)
     return np.concatenate(loaded) if loaded else None

@@ -11,6 +11,10 @@ The rules, in one place:
   sub-quantizer; SQ8 when dim has none), so an index costs about 46 bytes of RAM per vector at
   1M x 384 (32 code + 8 id + the quantizer); exact re-scoring from memory-mapped float16 vectors
   restores the precision PQ gives away.
+- The code size is measured, not guessed, when the factory is the automatic one: at training time
+  ``tuning.choose_code_size`` tries ``M`` up the ``CODE_BYTES_LADDER`` (32, 48, 64, 96 bytes) and
+  keeps the smallest whose exactly re-scored candidate pool reaches the recall target (hard data,
+  e.g. a class of near-duplicate photos, needs 64 bytes or more: 32-byte codes cannot order them).
 - An index is retrained when the collection reaches ``OUTGROWN_FACTOR`` times the size it was
   trained for: by then the ideal nlist has doubled (sqrt(4) = 2), one power of two up.
 """
@@ -28,6 +32,9 @@ MIN_POINTS_PER_CENTROID = 39  # faiss' k-means warns below this many training po
 GPU_POINTS_PER_CENTROID = 256  # faiss' default sample cap; a GPU trains on that many at no cost
 PQ_CENTROIDS = 256  # 8-bit codebooks
 MAX_CODE_BYTES = 32
+# code sizes (bytes per vector) the trainer may choose for an automatic factory; 96 bytes is still
+# a ninth of the RAM per vector of an in-RAM HNSW graph (about 1,800 bytes at 384 dims)
+CODE_BYTES_LADDER = (32, 48, 64, 96)
 MAX_DIMS_PER_SUBQUANTIZER = 16
 OUTGROWN_FACTOR = 4
 DEFAULT_SHARD_SIZE = 262_144
@@ -51,6 +58,46 @@ def pq_m_for(dim: int) -> int | None:
         if dim % m == 0 and dim // m <= MAX_DIMS_PER_SUBQUANTIZER:
             return m
     return None
+
+
+def pq_m_ladder(dim: int) -> list[int]:
+    """The sub-quantizer counts the trainer may try for dim, smallest first: the default (``pq_m_for``),
+    then for each of ``CODE_BYTES_LADDER`` the largest divisor of dim up to it."""
+    first = pq_m_for(dim)
+    if first is None:
+        return []
+    ladder = [first]
+    for size in CODE_BYTES_LADDER:
+        m = max((d for d in range(1, min(size, dim) + 1) if dim % d == 0), default=first)
+        if m > ladder[-1]:
+            ladder.append(m)
+    return ladder
+
+
+_PLAIN_IVF_PQ = re.compile(r"IVF(\d+),PQ(\d+)")
+
+
+def pq_code_of(factory: str) -> tuple[int, int] | None:
+    """(nlist, M) of a plain ``IVF{nlist},PQ{M}`` factory string, else None."""
+    match = _PLAIN_IVF_PQ.fullmatch(factory)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def with_code(factory: str, m: int) -> str:
+    """A plain IVF-PQ factory string with M sub-quantizers instead of its own."""
+    code = pq_code_of(factory)
+    if code is None:
+        raise ValueError(f"{factory!r} is not a plain IVF,PQ factory")
+    return f"IVF{code[0]},PQ{m}"
+
+
+def same_layout(chosen: str, current: str) -> bool:
+    """Whether an automatic factory (``choose_factory``, code size not yet measured) is what the index
+    already has, up to the code size the trainer measured for it."""
+    a, b = pq_code_of(chosen), pq_code_of(current)
+    if a is None or b is None:
+        return chosen == current
+    return a[0] == b[0]
 
 
 def choose_factory(n: int, dim: int) -> str:

@@ -24,6 +24,8 @@ from .factory import (
     is_lossy,
     make_index,
     min_train_points,
+    pq_code_of,
+    same_layout,
     train_points,
 )
 from .files import debug_point, serialize, sha256_bytes
@@ -123,11 +125,37 @@ class Training:
             ivf.do_polysemous_training = False  # polysemous filtering is for L2 codes; we search by IP
         sample = _sample(writer, wanted, extra)
         started = time.perf_counter()
-        index = devices.train(index, sample, writer.device)
+        settings = writer.manifest.settings
+        if self._measures_code_size(target):
+            from .tuning import DEFAULT_TARGET_RECALL, choose_code_size
+
+            choice = choose_code_size(
+                target,
+                sample,
+                self.target_for,
+                float(settings.get("target_recall", DEFAULT_TARGET_RECALL)),
+                lambda empty, vectors: devices.train(empty, vectors, writer.device),
+                text_queries=_bank_vectors(writer),
+            )
+            index, target = choice.index, choice.factory
+            settings["code_size_note"] = choice.note
+            writer.note(choice.note)
+        else:
+            index = devices.train(index, sample, writer.device)
+            settings.pop("code_size_note", None)
         seconds = time.perf_counter() - started
         writer.stats.train_seconds += seconds
         writer.note(f"trained {target} on {wanted:,} vectors in {seconds:.1f} s ({writer.device})")
         convert(writer, index, target, self.target_for)
+
+    def _measures_code_size(self, target: str) -> bool:
+        """Whether to measure the code size: an automatic plain IVF,PQ factory tuned for recall."""
+        settings = self.writer.manifest.settings
+        return (
+            not settings.get("index_factory")
+            and settings.get("target_latency_ms") is None
+            and pq_code_of(target) is not None
+        )
 
     def finish(self) -> None:
         """Train if this run was to train but never reached its sample size; else say why not."""
@@ -137,7 +165,7 @@ class Training:
         target, self.target = self.target, None
         if not writer.manifest.settings.get("index_factory") and not self.forced:
             target = choose_factory(writer.count, writer.manifest.dim)  # fewer vectors than expected
-        if writer.count and (target != writer.manifest.factory or self.forced):
+        if writer.count and (not same_layout(target, writer.manifest.factory) or self.forced):
             self.target, self.target_for = target, writer.count
             self.train()
         if self.target is not None:
@@ -146,6 +174,24 @@ class Training:
                 f"vectors to train, the index has {writer.count:,}; the next run that has them trains it"
             )
             self.target = None
+
+
+def _bank_vectors(writer: IndexWriter) -> np.ndarray | None:
+    """The text vectors of the index's query bank (bank/*.npy) when it keeps one, else None: the
+    realistic queries of a text-to-image index."""
+    from babelsearch.engine.bank import BANK_DIR, BANK_SETTINGS
+
+    if BANK_SETTINGS not in writer.manifest.settings:
+        return None
+    parts = []
+    for path in sorted((writer.index_dir / BANK_DIR).glob("*.npy")):
+        try:
+            vectors = np.load(path)
+        except (OSError, ValueError):
+            continue  # a damaged cache: the held-out image vectors still measure
+        if vectors.ndim == 2 and vectors.shape[1] == writer.manifest.dim:
+            parts.append(vectors.astype(np.float32, copy=False))
+    return np.concatenate(parts) if parts else None
 
 
 def _sample(writer: IndexWriter, n: int, extra: np.ndarray | None) -> np.ndarray:

@@ -11,13 +11,20 @@ Cost is a model, not a timing (the machine this runs on is shared and timings ar
 scanned in the probed lists plus ``REFINE_COST`` per exactly re-scored candidate (a float16 row
 gathered from disk costs about as much as scanning a few PQ codes). ``target_latency`` instead times
 single queries and takes the highest recall within the budget.
+
+The PQ code size is chosen earlier, at training time (``choose_code_size``), because changing it
+means re-encoding every vector: on the training sample, with realistic queries (the index's query-bank
+texts against the images when it keeps a bank, and held-out sample vectors in any case), it measures
+how deep a pool of PQ candidates must be for its exact re-scoring to reach the target, scales that
+depth to the collection's size (the points that crowd in front of a true neighbour grow with density,
+so linearly in N) and keeps the smallest code whose pool fits ``CODE_POOL_BUDGET``.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +41,11 @@ REFINE_GRID = (10, 20, 30, 50, 75, 100)
 QUERIES = 300  # sampled queries: recall@10 to about +-0.01
 REFINE_COST = 8.0  # one exactly re-scored candidate, in units of one PQ code scanned
 TIMED_QUERIES = 50
+CODE_QUERIES = 300  # held-out sample vectors (and bank texts) the code size is measured with
+# the deepest pool (candidates per result) a chosen code may need at full size: half the deepest the
+# commit-time grid tries, so nprobe's own losses and the estimate's error still fit under it
+CODE_POOL_BUDGET = 50
+CODE_SEARCH_DEPTH = 1024  # candidates fetched per query while measuring a code size
 
 
 @dataclass
@@ -218,6 +230,110 @@ def tune(
     return choose(shards, recalls, target)
 
 
+@dataclass
+class CodeChoice:
+    """The trained index chosen at training time, its factory string and the measurements behind it."""
+
+    index: Any
+    factory: str
+    met: bool
+    note: str
+    pools: dict[int, float]  # M -> predicted pool (candidates per result) at full size
+
+
+def _pool_depths(index, base: np.ndarray, query_sets: list[np.ndarray], target: float, nprobe: int) -> float:
+    """Candidates per result the index's PQ order needs on ``base`` for exact re-scoring to reach
+    ``target`` recall@10, the worst over the query sets (inf: deeper than CODE_SEARCH_DEPTH)."""
+    import faiss
+
+    probe = faiss.clone_index(index)
+    for start in range(0, len(base), 65536):
+        probe.add(np.ascontiguousarray(base[start : start + 65536]))
+    depth = min(CODE_SEARCH_DEPTH, len(base))
+    worst = 0.0
+    for queries in query_sets:
+        truth = np.argsort(-(queries @ base.T), axis=1)[:, :K]
+        found = probe.search(queries, depth, params=faiss.SearchParametersIVF(nprobe=nprobe))[1]
+        # rank of each true neighbour in the PQ order (depth: not found)
+        match = found[:, None, :] == truth[:, :, None]
+        ranks = np.where(match.any(axis=2), match.argmax(axis=2), depth).ravel()
+        needed = np.quantile(ranks, target, method="higher") + 1  # pool holding `target` of the truth
+        worst = max(worst, np.inf if needed > depth else needed / K)
+    return worst
+
+
+def choose_code_size(
+    factory: str,
+    sample: np.ndarray,
+    expected: int,
+    target_recall: float,
+    train,
+    text_queries: np.ndarray | None = None,
+    ladder: list[int] | None = None,
+) -> CodeChoice:
+    """Train ``factory`` (a plain IVF,PQ string) on ``sample`` with the smallest code of the ladder
+    that meets ``target_recall`` for an index of ``expected`` vectors (see the module doc).
+
+    ``train(index, vectors)`` trains an empty index (the device's way). The coarse quantizer is
+    trained once; larger codes reuse its centroids and train only their codebooks."""
+    import faiss
+
+    from .factory import make_index, pq_code_of, pq_m_ladder, with_code
+
+    nlist, first_m = pq_code_of(factory) or (0, 0)
+    dim = sample.shape[1]
+    ladder = [m for m in (ladder or pq_m_ladder(dim)) if m >= first_m] or [first_m]
+    rng = np.random.default_rng(1)
+    n_held = min(CODE_QUERIES, len(sample) // 10)
+    order = rng.permutation(len(sample))
+    held, base = sample[order[:n_held]], sample[order[n_held:]]
+    query_sets = [held]
+    if text_queries is not None and len(text_queries):
+        picks = rng.choice(len(text_queries), min(CODE_QUERIES, len(text_queries)), replace=False)
+        query_sets.append(np.ascontiguousarray(text_queries[np.sort(picks)], dtype=np.float32))
+    scale = max(1.0, expected / len(base))
+    # generous (an eighth of the lists, at least 64): the code's own ceiling is measured, nprobe is tuned at commit
+    nprobe = min(nlist, max(64, nlist // 8))
+    pools: dict[int, float] = {}
+    centroids = None
+    chosen = None
+    for m in ladder:
+        candidate = make_index(with_code(factory, m), dim)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(candidate))
+        ivf.cp.min_points_per_centroid = 1
+        ivf.pq.cp.min_points_per_centroid = 1
+        ivf.do_polysemous_training = False
+        if centroids is not None:
+            ivf.quantizer.add(centroids)  # a trained quantizer with nlist centroids is not retrained
+            candidate.train(np.ascontiguousarray(sample, dtype=np.float32))
+        else:
+            candidate = train(candidate, sample)
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(candidate))
+            centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+        pools[m] = _pool_depths(candidate, base, query_sets, target_recall, nprobe) * scale
+        chosen = (candidate, m)
+        if pools[m] <= CODE_POOL_BUDGET:
+            break
+    assert chosen is not None
+    index, m = chosen
+    measured = ", ".join(
+        f"PQ{size} x{pool:.0f}" if np.isfinite(pool) else f"PQ{size} >x100" for size, pool in pools.items()
+    )
+    queries = "held-out vectors" + (" and query-bank texts" if len(query_sets) > 1 else "")
+    met = pools[m] <= CODE_POOL_BUDGET
+    if met:
+        note = (
+            f"code size PQ{m}: the smallest whose candidate pool reaches recall@10 {target_recall:.2f} within "
+            f"x{CODE_POOL_BUDGET} at {expected:,} vectors (measured on {queries}: {measured})"
+        )
+    else:
+        note = (
+            f"code size PQ{m}, the largest tried: no code reaches recall@10 {target_recall:.2f} within "
+            f"x{CODE_POOL_BUDGET} at {expected:,} vectors (measured on {queries}: {measured})"
+        )
+    return CodeChoice(index, with_code(factory, m), met, note, pools)
+
+
 def tune_index(writer: IndexWriter) -> Tuning | None:
     """Tune a writer's committed IVF index for the manifest's target and record the result; None for
     exact (Flat) indexes, an index too small to sample, or one already tuned for its size and target."""
@@ -234,8 +350,17 @@ def tune_index(writer: IndexWriter) -> Tuning | None:
     if shards.ntotal < 20 * K:
         return None
     started = time.perf_counter()
-    result = tune(shards, None if target_latency is not None else target_recall, target_latency)
+    # the grids read here, not bound as defaults, so a test can shrink them for an index run
+    result = tune(
+        shards,
+        None if target_latency is not None else target_recall,
+        target_latency,
+        nprobes=NPROBE_GRID,
+        refine_factors=REFINE_GRID,
+    )
     settings.update(result.settings(None if target_latency is not None else target_recall, target_latency))
+    if settings.get("code_size_note"):  # the training-time choice, shown by `babelsearch info` with the rest
+        settings["tuning_note"] = f"{result.note}; {settings['code_size_note']}"
     settings["tuned_for"] = key
     writer.note(f"tuned in {time.perf_counter() - started:.1f} s: {result.note}")
     return result

@@ -247,6 +247,16 @@ def test_min_score_cuts_and_an_empty_filter_returns_nothing(photo_index):
     assert engine.search("red", k=5, where=Where(folders=("no-such-folder",))) == []
     with pytest.raises(InvalidQuery, match="min_score"):
         SearchOptions(min_score=float("nan"))
+    assert SearchOptions(min_score=100).min_score == 100.0 and SearchOptions(min_score=-100).min_score == -100.0
+    with pytest.raises(InvalidQuery, match="from -100 to 100"):
+        SearchOptions(min_score=100.5)
+    assert SearchOptions.from_values({"min_score": " 0.25 ", "collapse": "ON"}) == SearchOptions(
+        min_score=0.25, collapse=True
+    )
+    with pytest.raises(InvalidQuery, match="collapse must be true or false"):
+        SearchOptions.from_values({"collapse": "maybe"})
+    with pytest.raises(InvalidQuery, match="k \\+ offset must be at most 1000, got 1005"):
+        engine.search_page("red", k=1000, offset=5)
 
 
 def test_image_queries_take_filters(photo_index):
@@ -274,3 +284,26 @@ def test_heic_and_avif_are_thumbnailed_and_served(photo_index):
         served = client.get(f"/images/{hit.id}/file")
         assert served.status_code == 200 and served.data == Path(hit.path).read_bytes()
         assert served.mimetype in ("image/heic", "image/heif", "image/avif")
+
+
+def test_a_broad_filter_that_comes_up_short_scans_every_list(ivf_folders, monkeypatch):
+    import babelsearch.engine.search as search_module
+
+    index, x, queries = ivf_folders
+    monkeypatch.setattr(search_module, "EXACT_FILTER_MAX", 0)  # through the selector, however few match
+    engine = SearchEngine.open(index)
+    # 20% allowed and nprobe 1: the scaled nprobe (5 of 32 lists) holds fewer than 100 of them for a
+    # query, so every list is scanned and each query still gets its 100
+    where = Where(folders=tuple(f"/photos/{f:02d}" for f in range(20)))
+    hits = engine.search_vectors(queries, k=100, nprobe=1, refine_factor=1, rerank="none", where=where)
+    assert all(len(row) == 100 for row in hits)
+    assert all(int(Path(h.path).parent.name) < 20 for row in hits for h in row)
+
+
+def test_more_like_this_gives_k_others_for_odd_k(photo_index):
+    index, _ = photo_index
+    engine = SearchEngine.open(index, model="test-colours")
+    first = engine.search("red", k=1)[0]
+    for k in (1, 3, 5):
+        similar = engine.similar(first.id, k=k)
+        assert len(similar) == k and first.id not in [hit.id for hit in similar]

@@ -1,4 +1,5 @@
-"""The self-tuning search defaults: a target met, one that cannot be met, per-call overrides."""
+"""The self-tuning index: search defaults that meet a target, one that cannot be met and says so,
+per-call overrides, and the PQ code size chosen at training time."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 from babelsearch.engine import SearchEngine
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import ShardSet
-from babelsearch.indexer import IndexOptions, index_embeddings
-from babelsearch.indexer.tuning import tune
+from babelsearch.indexer import IndexOptions, index_embeddings, tuning
+from babelsearch.indexer.factory import pq_m_ladder, same_layout, with_code
+from babelsearch.indexer.tuning import choose_code_size, tune
 
 from .conftest import clustered_vectors, exact_top_k, recall
 
@@ -77,13 +79,22 @@ def test_a_target_beyond_the_largest_settings_says_so(tuned: Path):
     assert "not met" in result.note and "best measured" in result.note and "nprobe 2, refine x2" in result.note
 
 
-def test_an_unreachable_target_from_an_index_run_is_recorded_with_its_note(data, tmp_path: Path):
+def test_an_unreachable_target_from_an_index_run_is_recorded_and_shown(data, tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+
+    from babelsearch.cli import cli
+
     path, _, _ = data
+    # the largest settings the run may try: one list, no refine; 4-byte codes cannot order ten of 12,000
+    monkeypatch.setattr(tuning, "NPROBE_GRID", (1,))
+    monkeypatch.setattr(tuning, "REFINE_GRID", (1,))
     index_dir = tmp_path / "index"
-    index_embeddings(path, index_dir, options=IndexOptions(index_factory="IVF64,PQ1", target_recall=1.0))
+    index_embeddings(path, index_dir, options=IndexOptions(index_factory=FACTORY, target_recall=0.99))
     settings = read_manifest(index_dir).settings
-    if settings["measured_recall"] < 1.0:  # one byte per vector: not even refine x100 orders all ten
-        assert "not met" in settings["tuning_note"]
+    assert settings["measured_recall"] < 0.99 and (settings["nprobe"], settings["refine_factor"]) == (1, 1)
+    assert "target recall@10 0.99 not met" in settings["tuning_note"]
+    out = CliRunner().invoke(cli, ["info", str(index_dir)]).output
+    assert "not met" in out and "0.99" in out
 
 
 def test_a_latency_target_takes_the_best_recall_within_it(tuned: Path):
@@ -102,3 +113,66 @@ def test_info_shows_the_tuned_values(tuned: Path):
 
     out = CliRunner().invoke(cli, ["info", str(tuned)]).output
     assert "measured_recall" in out and "target_recall" in out and "tuning" in out
+
+
+# -- the code size, chosen at training time -----------------------------------------------------------
+def _train(index, vectors):
+    index.train(np.ascontiguousarray(vectors))
+    return index
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return clustered_vectors(6_000, dim=32, seed=5)
+
+
+def test_the_smallest_code_meeting_the_target_is_kept(sample):
+    easy = choose_code_size("IVF16,PQ2", sample, len(sample), 0.5, _train, ladder=[2, 4, 8, 16])
+    assert easy.met and easy.factory == "IVF16,PQ2" and list(easy.pools) == [2]  # no larger code trained
+    assert "code size PQ2: the smallest" in easy.note
+    # five times the vectors: five times the points in front of a true neighbour; PQ2 then needs a pool
+    # of about x120 for recall 0.99 (measured x23 at 6,000), PQ4 about x30
+    strict = choose_code_size("IVF16,PQ2", sample, 5 * len(sample), 0.99, _train, ladder=[2, 4, 8, 16])
+    assert strict.met and strict.factory == "IVF16,PQ4" and list(strict.pools) == [2, 4]
+    assert strict.pools[4] <= tuning.CODE_POOL_BUDGET < strict.pools[2]
+    assert strict.index.is_trained and strict.index.pq.M == 4
+    assert "code size PQ4: the smallest" in strict.note and "PQ2 x" in strict.note
+
+
+def test_a_code_size_no_code_reaches_says_so_and_takes_the_largest(sample):
+    # a billion vectors: the pool a true neighbour sits in grows with density past any refine depth
+    choice = choose_code_size("IVF16,PQ2", sample, 10**9, 0.99, _train, ladder=[2, 4])
+    assert not choice.met and choice.factory == "IVF16,PQ4" and set(choice.pools) == {2, 4}
+    assert "the largest tried: no code reaches recall@10 0.99" in choice.note
+
+
+def test_realistic_queries_are_measured_too(sample):
+    far = clustered_vectors(300, dim=32, seed=99)  # other "texts": farther from the images than their own points
+    choice = choose_code_size("IVF16,PQ2", sample, len(sample), 0.5, _train, text_queries=far, ladder=[2, 4])
+    assert "held-out vectors and query-bank texts" in choice.note
+
+
+def test_code_ladder_and_layout():
+    assert pq_m_ladder(384) == [32, 48, 64, 96]
+    assert pq_m_ladder(64) == [32, 64]
+    assert with_code("IVF2048,PQ32", 64) == "IVF2048,PQ64"
+    # an automatic factory (PQ32) is the index's layout whatever code the trainer measured for it
+    assert same_layout("IVF2048,PQ32", "IVF2048,PQ64") and not same_layout("IVF4096,PQ32", "IVF2048,PQ64")
+
+
+@pytest.mark.slow  # 21,000 vectors: the fewest an automatic IVF factory trains on
+def test_an_automatic_index_records_its_code_size_and_info_shows_it(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from babelsearch.cli import cli
+
+    x = clustered_vectors(21_000, dim=64, seed=3)
+    np.save(tmp_path / "base.npy", x)
+    index_dir = tmp_path / "index"
+    report = index_embeddings(tmp_path / "base.npy", index_dir, options=IndexOptions(target_recall=0.5))
+    manifest = read_manifest(index_dir)
+    assert manifest.factory == "IVF512,PQ32"  # an easy target: the smallest code
+    assert manifest.settings["code_size_note"].startswith("code size PQ32: the smallest")
+    assert any(note.startswith("code size PQ32") for note in report.notes)
+    out = CliRunner().invoke(cli, ["info", str(index_dir)]).output
+    assert "code size PQ32" in out
