@@ -302,44 +302,35 @@ def _where_sql(where: Where, columns: set[str]) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
 
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"?{len(params)}"
+
     def folder_test(folder: str) -> str:
         if folder.startswith("/"):
             # the folder itself or below it; substr compares exactly (LIKE would read % and _ in names)
-            prefix = folder if folder.endswith("/") else folder + "/"
-            params.append(prefix)
-            return f"substr(path, 1, length(?{len(params)})) = ?{len(params)}"
-        params.append("/" + folder + "/")
-        return f"instr('/' || path, ?{len(params)}) > 0"
+            mark = bind(folder if folder.endswith("/") else folder + "/")
+            return f"substr(path, 1, length({mark})) = {mark}"
+        return f"instr('/' || path, {bind('/' + folder + '/')}) > 0"
 
     if where.folders:
         clauses.append("(" + " or ".join(folder_test(f) for f in where.folders) + ")")
-    for folder in where.exclude_folders:
-        clauses.append(f"not {folder_test(folder)}")
+    clauses += [f"not {folder_test(folder)}" for folder in where.exclude_folders]
     if where.after:
-        params.append(where.after)
-        clauses.append(f"{taken} >= ?{len(params)}")
+        clauses.append(f"{taken} >= {bind(where.after)}")
     if where.before:
-        params.append(where.before)
-        clauses.append(f"{taken} < ?{len(params)}")
+        clauses.append(f"{taken} < {bind(where.before)}")
     if where.orientation:
         clauses.append(
             {"landscape": "width > height", "portrait": "height > width", "square": "width = height"}[where.orientation]
         )
     if where.min_width:
-        params.append(where.min_width)
-        clauses.append(f"width >= ?{len(params)}")
+        clauses.append(f"width >= {bind(where.min_width)}")
     if where.min_height:
-        params.append(where.min_height)
-        clauses.append(f"height >= ?{len(params)}")
+        clauses.append(f"height >= {bind(where.min_height)}")
     if where.types:
-        if "format" not in columns:
-            clauses.append("0")  # unknown formats match no type: an index run records them
-        else:
-            marks = []
-            for kind in where.types:
-                params.append(kind)
-                marks.append(f"?{len(params)}")
-            clauses.append(f"format in ({','.join(marks)})")
+        # unknown formats (a catalog no index run has upgraded) match no type: an index run records them
+        clauses.append(f"format in ({','.join(bind(kind) for kind in where.types)})" if "format" in columns else "0")
     return clauses, params
 
 
