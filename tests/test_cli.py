@@ -19,8 +19,8 @@ def test_index_search_info_round_trip(colour_folder: Path, tmp_path: Path):
     assert "broken.jpg" in result.output and "images/s" in result.output
 
     result = run("search", index_dir, "blue", "--k", "3")
-    # three hits, and perhaps the line where the likely relevant ones end
-    lines = [line for line in result.output.strip().splitlines() if line.strip() != "-- weaker matches --"]
+    # three hits, one line each (the weaker-matches line is for terminals only)
+    lines = result.output.strip().splitlines()
     assert result.exit_code == 0 and len(lines) == 3
     rank, score, path = lines[0].split(maxsplit=2)
     assert rank == "1" and float(score) > 0 and Path(path).name.startswith("blue")
@@ -60,3 +60,19 @@ def test_errors_are_one_clear_line_without_traceback(colour_folder: Path, tmp_pa
     assert result.exit_code == 2 and "Invalid value for '--k'" in result.output
     result = CliRunner().invoke(cli, ["index", str(colour_folder), "--index", str(index_dir), "--model", "babel-lite"])
     assert result.exit_code == 1 and "built with model 'test-colours'" in result.output
+
+
+def test_a_terminal_sees_where_the_likely_relevant_hits_end(colour_folder: Path, tmp_path: Path, monkeypatch):
+    import babelsearch.cli.searching as searching
+
+    run("index", colour_folder, "--index", tmp_path / "index", "--model", "test-colours", "-q")
+    piped = run("search", tmp_path / "index", "blue", "--k", "8").output.splitlines()
+    monkeypatch.setattr(searching, "_is_terminal", lambda: True)
+    shown = run("search", tmp_path / "index", "blue", "--k", "8").output.splitlines()
+    divider = [i for i, line in enumerate(shown) if line.strip() == "-- weaker matches --"]
+    assert len(piped) == 8 and len(divider) == 1 and [line for line in shown if "--" not in line] == piped
+    # above the line the hits the index's calibration flags, below it the rest
+    from babelsearch.engine import SearchEngine
+
+    hits = SearchEngine.open(tmp_path / "index").search("blue", k=8)
+    assert divider[0] == sum(bool(hit.relevant) for hit in hits) and hits[divider[0]].relevant is False

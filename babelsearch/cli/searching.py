@@ -147,7 +147,8 @@ def search(
         click.echo(f"read as: {display_path(', '.join(readings))}")
     if not hits:
         click.echo("no results")
-    divided = False
+    # the divider is for people: a pipe or a file gets one line per hit, as scripts read them
+    divided = not _is_terminal()
     for rank, hit in enumerate(hits, 1):
         if hit.relevant is False and not divided:
             click.echo("  -- weaker matches --")
@@ -155,6 +156,10 @@ def search(
         similar = f"  (+{len(hit.similar)} similar)" if hit.similar else ""
         # one hit, one line: a newline or an escape sequence in a file name is shown escaped
         click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}{similar}")
+
+
+def _is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _folder_arg(folder: str) -> str:
