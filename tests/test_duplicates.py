@@ -449,3 +449,25 @@ def test_ray_staging_keeps_the_signature(tmp_path: Path):
         older = {k: data[k] for k in data.files if k not in ("signature", "has_signature")}
     np.savez(tmp_path / "older.npz", **older)
     assert Part(tmp_path / "older.npz").item(0)[0].signature is None
+
+
+def test_the_api_and_client_list_the_groups(colour_index: Path):
+    from babelsearch.webui import create_app
+    from babelsearch.webui.client import Client
+
+    from .conftest import live_server
+
+    engine = SearchEngine.open(colour_index, model="test-colours")
+    expected = [
+        [{"id": row["id"], "path": row["path"]} for row in group]
+        for group in group_rows(engine, duplicate_groups(engine))
+    ]
+    assert expected  # three near-identical photos of each colour
+    client = create_app({"INDEX_DIR": colour_index}).test_client()
+    payload = client.get("/api/duplicates").get_json()
+    assert payload == {"total": len(expected), "groups": expected}
+    assert client.get("/api/duplicates?limit=1").get_json()["groups"] == expected[:1]
+    bad = client.get("/api/duplicates?limit=0")
+    assert bad.status_code == 400 and "limit" in bad.get_json()["error"]["message"]
+    with live_server({"INDEX_DIR": colour_index}) as url:
+        assert Client(url).duplicates(limit=2) == expected[:2]

@@ -376,7 +376,7 @@ def test_duplicates_page(colour_index, monkeypatch):
 
     from babelsearch.engine import duplicates as finder
 
-    monkeypatch.setattr(finder, "duplicate_groups", lambda engine, threshold: [])
+    monkeypatch.setattr(finder, "duplicate_groups", lambda engine, *args, **kwargs: [])
     fresh = create_app({"INDEX_DIR": colour_index}).test_client()  # the groups are kept per app and index
     empty = fresh.get("/duplicates", headers={"Accept-Language": "ja"}).get_data(as_text=True)
     assert "ほぼ同一の画像は見つかりませんでした。" in empty

@@ -23,6 +23,7 @@ from .files import open_indexed_file
 from .openapi import openapi_document
 from .searching import (
     Results,
+    duplicate_groups_cached,
     image_row,
     image_search,
     int_arg,
@@ -97,6 +98,25 @@ def similar(image_id: int):
         "took_ms": round(found.took_ms, 2),
         "filters": filters_json(found),
         "results": [hit_json(hit) for hit in found.hits],
+    }
+
+
+MAX_GROUPS = 1000
+
+
+@api.get("/duplicates")
+def duplicates():
+    """Groups of near-duplicate images (largest first), as `babelsearch duplicates --json` lists them."""
+    limit = int_arg(request.args, "limit", 100, 1, MAX_GROUPS, strict=True)
+    engine = require_engine()
+    from babelsearch.engine.duplicates import group_rows
+
+    groups = duplicate_groups_cached(engine)
+    return {
+        "total": len(groups),
+        "groups": [
+            [{"id": row["id"], "path": row["path"]} for row in group] for group in group_rows(engine, groups[:limit])
+        ],
     }
 
 

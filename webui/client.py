@@ -214,6 +214,10 @@ class Client:
         ]
         return SearchResult.from_json(self._request("GET", "/api/search", params))
 
+    def duplicates(self, limit: int = 100) -> list[list[dict[str, Any]]]:
+        """Groups of near-duplicate images, largest first, each a list of {"id", "path"}."""
+        return self._request("GET", "/api/duplicates", [("limit", limit)])["groups"]
+
     def similar(
         self,
         image_id: int,

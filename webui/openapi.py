@@ -250,6 +250,45 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json(hits, "Hits, best first.")} | _errors(400, 413, 500, 503),
                 }
             },
+            "/api/duplicates": {
+                "get": {
+                    "summary": "Groups of near-duplicate images, largest first",
+                    "description": "As `babelsearch duplicates --json`: each group's ids ascending; images without "
+                    "a near-duplicate are not listed. Found once per index generation.",
+                    "parameters": [
+                        _param(
+                            "limit",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                            "At most this many groups (the largest).",
+                        )
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["total", "groups"],
+                                "properties": {
+                                    "total": {"type": "integer", "minimum": 0},
+                                    "groups": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["id", "path"],
+                                                "properties": {"id": {"type": "integer"}, "path": {"type": "string"}},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "The groups.",
+                        )
+                    }
+                    | _errors(400, 500, 503),
+                }
+            },
             "/api/images/{image_id}": {
                 "get": {
                     "summary": "An image's catalog record and links",

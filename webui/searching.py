@@ -198,7 +198,9 @@ def lang_arg(args: Mapping[str, Any]) -> str | None:
 
 
 # the parameters the API reads once (others are allowed, and ignored; folder, exclude and type repeat)
-API_PARAMS = frozenset({"q", "k", "offset", "lang", "size", "min_score", "collapse", *OPTION_NAMES, *SINGLE_FILTERS})
+API_PARAMS = frozenset(
+    {"q", "k", "offset", "lang", "size", "limit", "min_score", "collapse", *OPTION_NAMES, *SINGLE_FILTERS}
+)
 
 
 def single_values(*sources: Mapping[str, Any]) -> None:
@@ -277,3 +279,23 @@ def image_row(image_id: int) -> dict[str, Any]:
     if row is None:
         raise ImageNotFound(f"no image with id {image_id}")
     return row
+
+
+DUPLICATES_CACHE = "babelsearch.duplicate_groups"
+
+
+def duplicate_groups_cached(engine: Any) -> list[list[int]]:
+    """The index's groups of near-duplicates (engine.duplicates), found once per index generation: a
+    scan of every stored vector. Each generation has its own engine object; a weak reference to it, so
+    that a replaced generation is not kept open for this."""
+    import weakref
+
+    from flask import current_app
+
+    from babelsearch.engine.duplicates import duplicate_groups
+
+    cache = current_app.extensions.setdefault(DUPLICATES_CACHE, {})
+    held = cache.get("engine")
+    if held is None or held() is not engine:
+        cache.update(engine=weakref.ref(engine), groups=duplicate_groups(engine))
+    return cache["groups"]

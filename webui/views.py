@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import mimetypes
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,15 @@ from babelsearch.engine.options import MAX_K
 from .errors import WebError, describe_error
 from .files import file_problem
 from .i18n import SWITCH_PARAM, current
-from .searching import image_row, image_search, int_arg, search_options, similar_search, text_search
+from .searching import (
+    duplicate_groups_cached,
+    image_row,
+    image_search,
+    int_arg,
+    search_options,
+    similar_search,
+    text_search,
+)
 from .state import request_engine, require_engine
 
 views = Blueprint("views", __name__)
@@ -32,7 +39,6 @@ BROWSER_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bm
 SIMILAR_ON_DETAIL = 12
 # the duplicates page shows this many groups at most (a large collection can have thousands)
 MAX_GROUPS_SHOWN = 200
-DUPLICATES_CACHE = "babelsearch.duplicate_groups"
 # the request values the search page carries from one result page to the next (and into the form)
 CARRIED = ("q", "k", "lang", "rerank", "margin_k", "nprobe", "refine_factor", *FILTER_PARAMS, "min_score", "collapse")
 
@@ -178,7 +184,7 @@ def duplicates():
             from babelsearch.engine import duplicates as finder
         except ImportError:  # an engine without the module: say so on the page, not a 500
             raise WebError(503, "unavailable", _("Finding near-duplicates is not available here.")) from None
-        groups = _duplicate_groups(engine, finder)
+        groups = duplicate_groups_cached(engine)
         context.update(
             groups=finder.group_rows(engine, groups[:MAX_GROUPS_SHOWN]),
             total=len(groups),
@@ -188,16 +194,6 @@ def duplicates():
         status, code, message = describe_error(exc)
         return render_template("duplicates.html", error=message, error_code=code, **context), status
     return render_template("duplicates.html", **context)
-
-
-def _duplicate_groups(engine: Any, finder: Any) -> list[list[int]]:
-    # a scan of every stored vector, so done once per index generation (each has its own engine object);
-    # a weak reference, so that a replaced generation is not kept open for this page
-    cache = current_app.extensions.setdefault(DUPLICATES_CACHE, {})
-    held = cache.get("engine")
-    if held is None or held() is not engine:
-        cache.update(engine=weakref.ref(engine), groups=finder.duplicate_groups(engine, finder.DUPLICATE_THRESHOLD))
-    return cache["groups"]
 
 
 def _page_with_error(exc: Exception, context: dict[str, Any]):
