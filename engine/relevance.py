@@ -11,13 +11,14 @@ z rule carries over where a fixed number would not. RELEVANCE_Z was chosen once 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RELEVANCE_Z", "SAMPLE_QUERIES", "Calibration", "calibrate"]
+__all__ = ["RELEVANCE_Z", "SAMPLE_QUERIES", "Calibration", "Calibrations", "calibrate"]
 
 RELEVANCE_Z = 2.5
 # bank queries searched to calibrate (evenly spaced through the bank, so the same ones every time)
@@ -61,3 +62,21 @@ def calibrate(
     if scores.size < 2:
         return None
     return Calibration(mode, margin_k, float(scores.mean()), float(scores.std()), float(z), int(len(rows)))
+
+
+class Calibrations:
+    """Each search setting's calibration, measured once (per engine, so per index generation); safe to
+    share between threads. Measured outside the lock: two threads may both measure it the first time."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, int | str], Calibration | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int | str], measure: Callable[[], Calibration | None]) -> Calibration | None:
+        with self._lock:
+            if key in self._found:
+                return self._found[key]
+        found = measure()
+        with self._lock:
+            self._found[key] = found
+        return found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,11 +11,13 @@ import numpy as np
 
 from . import rerank as rr
 from .bank import BANK_SETTINGS, RERANK_SETTINGS, bank_vectors, read_image_terms
-from .catalog import count_images, matching_ids, open_catalog, probe_catalog, rows_by_ids
+from .candidates import AllowedIds, scored_candidates
+from .catalog import count_images, open_catalog, probe_catalog, rows_by_ids
 from .encoders import Encoder
 from .encoders.matryoshka import index_encoder
 from .errors import ImageNotFound, InvalidQuery
 from .filters import Where
+from .hits import Hit
 from .language import UNDETERMINED, Language, detect_language, given_language
 from .layout import (
     PRECOMPUTED_MODEL,
@@ -28,7 +29,7 @@ from .layout import (
     read_manifest,
 )
 from .options import IMAGE_KEYWORDS, MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, SearchOptions, check_text, from_call
-from .relevance import Calibration, calibrate
+from .relevance import Calibration, Calibrations, calibrate
 from .shards import ShardSet
 
 if TYPE_CHECKING:
@@ -49,38 +50,6 @@ __all__ = [
 ]
 
 MAX_CANDIDATES = 10_000  # k * refine_factor is capped here: refine cost stays bounded for large k
-# A filter allowing at most this many images is searched exactly among them (their stored vectors): at
-# 1% of a million images that is faster than scanning inverted lists for them, and misses none.
-EXACT_FILTER_MAX = 32_768
-_ALLOWED_CACHE_SIZE = 32  # filters whose allowed ids an engine keeps (a page of results reuses its filter)
-
-
-@dataclass
-class Hit:
-    """One search result: the catalog id, the image path, its final (reranked) score, its raw
-    cosine to the query, and the catalog row."""
-
-    id: int
-    path: str
-    score: float
-    metadata: dict[str, Any] = field(default_factory=dict)
-    cosine: float | None = None
-    # "likely relevant" by the index's calibration (engine.relevance); None where there is none (image
-    # queries, an index without a query bank)
-    relevant: bool | None = None
-    # ids of the near-duplicates folded into this hit (collapse=True), best first
-    similar: list[int] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        cosine = self.score if self.cosine is None else self.cosine
-        return {
-            "id": self.id,
-            "path": self.path,
-            "score": round(float(self.score), 6),
-            "cosine": round(float(cosine), 6),
-            "relevant": self.relevant,
-            "similar": list(self.similar),
-        }
 
 
 class SearchEngine:
@@ -93,9 +62,8 @@ class SearchEngine:
         self._encoder = encoder
         self._local = threading.local()
         # per engine, so per generation: a new one (reopen) starts afresh
-        self._allowed_cache: dict[Where, np.ndarray] = {}
-        self._calibrations: dict[tuple[str, int | str], Calibration | None] = {}
-        self._cache_lock = threading.Lock()
+        self._allowed = AllowedIds()
+        self._calibrations = Calibrations()
 
     @classmethod
     def open(
@@ -270,10 +238,6 @@ class SearchEngine:
         """The score distribution "likely relevant" is judged against, for a text search with these
         rerank settings (None: the index's defaults); None for an index without a query bank."""
         mode, chosen_k, pool = self._rerank_params(SearchOptions(rerank=rerank, margin_k=margin_k))
-        key = (mode, chosen_k)
-        with self._cache_lock:
-            if key in self._calibrations:
-                return self._calibrations[key]
 
         def pool_scores(queries: np.ndarray) -> np.ndarray:
             options = SearchOptions(k=min(max(pool, 10), MAX_K), rerank=mode, margin_k=chosen_k, refine_factor=2)
@@ -283,10 +247,10 @@ class SearchEngine:
                 out[i, : len(row)] = [hit.score for hit in row]
             return out
 
-        calibration = calibrate(pool_scores, bank_vectors(self.index_dir), mode, chosen_k) if self.count else None
-        with self._cache_lock:
-            self._calibrations[key] = calibration
-        return calibration
+        def measure() -> Calibration | None:
+            return calibrate(pool_scores, bank_vectors(self.index_dir), mode, chosen_k) if self.count else None
+
+        return self._calibrations.get((mode, chosen_k), measure)
 
     def relevance_threshold(self, rerank: str | None = None, margin_k: int | str | None = None) -> float | None:
         """The final score from which a text search's hit is flagged "likely relevant" (None: unknown)."""
@@ -345,21 +309,15 @@ class SearchEngine:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
-        allowed = self._allowed_ids(options.where)
+        allowed = self._allowed.get(self._catalog, options.where)
         if allowed is not None and not allowed.size:
             return [[] for _ in vectors]
         pool = k if mode == "none" else max(k, rerank_pool)
-        # 1. candidates: approximate scores from the shards' codes
+        # 1. candidates: approximate scores from the shards' codes;
         # refine covers k * refine_factor candidates (at most MAX_CANDIDATES), and at least the rerank pool
         n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
-        if allowed is not None and allowed.size <= EXACT_FILTER_MAX:
-            # 1-2. a selective filter: exact scores of the allowed images, no codes, no refine needed
-            scores, ids = self._shards.exact_among(vectors, allowed, n_candidates)
-        else:
-            scores, ids = self._filtered_candidates(vectors, n_candidates, nprobe, allowed, wanted)
-            # 2. refine: exact scores from the stored vectors, best first
-            if refine_factor > 1:
-                scores, ids = self._shards.refine(vectors, ids)
+        # 2. refine: exact scores from the stored vectors, best first (within the filter, if any)
+        scores, ids = scored_candidates(self._shards, vectors, n_candidates, nprobe, refine_factor, allowed, wanted)
         scores, ids = scores[:, :pool], ids[:, :pool]
         cosines = scores
         # 3. rerank the exact cosines of the pool with the margin, then cut to k
@@ -380,37 +338,6 @@ class SearchEngine:
             rows = [self._collapse(row, wanted) for row in rows]
         return [row[:wanted] for row in rows]
 
-    def _filtered_candidates(
-        self, vectors: np.ndarray, n: int, nprobe: int | None, allowed: np.ndarray | None, wanted: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates from the codes, among ``allowed`` ids when given. A filter that allows a share of the
-        images lets through that share of each inverted list scanned, so nprobe grows by its inverse; and
-        if some query still finds fewer than it can, every list is scanned."""
-        nlist = self._shards.nlist
-        if allowed is None or not nlist:
-            return self._shards.candidates(vectors, n, nprobe=nprobe, allowed=allowed)
-        share = allowed.size / max(self._shards.ntotal, 1)
-        scaled = min(nlist, int(np.ceil((nprobe or 1) / max(share, 1e-9))))
-        scores, ids = self._shards.candidates(vectors, n, nprobe=scaled, allowed=allowed)
-        enough = min(wanted, allowed.size)
-        if scaled < nlist and int((ids >= 0).sum(axis=1).min()) < enough:
-            scores, ids = self._shards.candidates(vectors, n, nprobe=nlist, allowed=allowed)
-        return scores, ids
-
-    def _allowed_ids(self, where: Where | None) -> np.ndarray | None:
-        """The sorted ids a filter allows (None: no filter), from the catalog, kept per engine."""
-        if where is None:
-            return None
-        with self._cache_lock:
-            found = self._allowed_cache.get(where)
-        if found is None:
-            found = matching_ids(self._catalog, where)
-            with self._cache_lock:
-                if len(self._allowed_cache) >= _ALLOWED_CACHE_SIZE:
-                    self._allowed_cache.pop(next(iter(self._allowed_cache)))
-                self._allowed_cache[where] = found
-        return found
-
     def _collapse(self, row: list[Hit], k: int) -> list[Hit]:
         from .catalog import signatures_by_ids
         from .duplicates import DUPLICATE_THRESHOLD, collapse_hits
@@ -418,7 +345,7 @@ class SearchEngine:
         if not row:
             return row
         ids = [hit.id for hit in row]
-        vectors, _ = self._shards._gather(np.array(ids, dtype=np.int64))
+        vectors = self._shards.vectors_for_ids(ids)  # hits come from the shards: every id has its vector
         # pixel signatures where the catalog has them (rows indexed before have none: cosine alone decides)
         stored = signatures_by_ids(self._catalog, ids)
         return collapse_hits(row, vectors, DUPLICATE_THRESHOLD, k, [stored.get(i) for i in ids])

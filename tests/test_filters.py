@@ -287,10 +287,10 @@ def test_heic_and_avif_are_thumbnailed_and_served(photo_index):
 
 
 def test_a_broad_filter_that_comes_up_short_scans_every_list(ivf_folders, monkeypatch):
-    import babelsearch.engine.search as search_module
+    import babelsearch.engine.candidates as candidates_module
 
     index, x, queries = ivf_folders
-    monkeypatch.setattr(search_module, "EXACT_FILTER_MAX", 0)  # through the selector, however few match
+    monkeypatch.setattr(candidates_module, "EXACT_FILTER_MAX", 0)  # through the selector, however few match
     engine = SearchEngine.open(index)
     # 20% allowed and nprobe 1: the scaled nprobe (5 of 32 lists) holds fewer than 100 of them for a
     # query, so every list is scanned and each query still gets its 100
