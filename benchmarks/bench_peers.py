@@ -361,6 +361,10 @@ def worker_query(system: str, folder: Path, out: Path, cfg: dict) -> list[dict]:
             singles,
         )
         rows.append({"label": "the same, index only (`ShardSet.search`, float16 refine memory-mapped)", **r})
+        after = _anon()
+        for row in rows:
+            row["ram"], row["mapped"] = (after[0] - before[0]) / n, max(0, after[1] - before[1]) / n
+        rows += refine_side_by_side(shards, folder, queries, truth, nprobe, factor)
     elif system == "faiss-ivfpq-refine":
         import faiss
 
@@ -433,9 +437,58 @@ def worker_query(system: str, folder: Path, out: Path, cfg: dict) -> list[dict]:
         raise SystemExit(f"unknown system {system}")
     after = _anon()
     for row in rows:
-        row["ram"] = (after[0] - before[0]) / n
-        row["mapped"] = max(0, after[1] - before[1]) / n
+        row.setdefault("ram", (after[0] - before[0]) / n)
+        row.setdefault("mapped", max(0, after[1] - before[1]) / n)
     return rows
+
+
+def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.ndarray, nprobe, factor: int) -> list:
+    """babelsearch's refine against faiss' IndexRefineFlat over the very same IVF-PQ index (so the same
+    candidates, hence equal recall), single queries interleaved one by one so that the shared machine's
+    noise falls on both alike: the refine's own cost, measured as a ratio."""
+    import faiss
+
+    base = np.load(folder / "base.npy", mmap_mode="r")
+    ivf = shards.ivf_index
+    if ivf is None or not np.array_equal(np.concatenate([s.ids for s in shards.stores]), np.arange(len(base))):
+        return []  # faiss' refine reads row i for label i: only where our ids are the rows of base.npy
+    vectors = np.ascontiguousarray(base, dtype=np.float32)  # faiss' refine: float32 vectors in RAM
+    theirs = faiss.IndexRefineFlat(ivf, faiss.swig_ptr(vectors))  # label i is row i: our ids here
+    params = faiss.IndexRefineSearchParameters(
+        k_factor=factor, base_index_params=faiss.SearchParametersIVF(nprobe=int(nprobe))
+    )
+    systems = {
+        "ours": lambda q: shards.search(q, K, nprobe=nprobe, refine_factor=factor),
+        "faiss": lambda q: theirs.search(q, K, params=params),
+    }
+    found = {name: np.asarray(search(queries)[1]) for name, search in systems.items()}
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(3):
+        for i in range(len(queries)):
+            for name, search in systems.items():
+                started = time.perf_counter()
+                search(queries[i : i + 1])
+                times[name].append((time.perf_counter() - started) * 1000)
+    faiss.omp_set_num_threads(threads)
+    p50 = {name: float(np.percentile(t, 50)) for name, t in times.items()}
+    labels = {
+        "ours": f"refine side by side: ours (float16, mapped), {p50['ours'] / p50['faiss']:.2f}x faiss' p50",
+        "faiss": "refine side by side: faiss IndexRefineFlat on the same IVF-PQ (float32 in RAM)",
+    }
+    return [
+        {
+            "label": labels[name],
+            "recall": _recall(found[name], truth),
+            "p50": p50[name],
+            "p99": float(np.percentile(times[name], 99)),
+            "qps": None,
+            "ram": None,
+            "mapped": None,
+        }
+        for name in systems
+    ]
 
 
 def worker_main(spec: str) -> None:
@@ -492,9 +545,14 @@ def bench_system(system: str, python: Path, folder: Path, work: Path, cfg: dict,
 def fmt_row(system: str, built: dict, row: dict | None, n: int) -> str:
     if row is None:
         return f"| {system} | {built.get('error', 'not run')} | | | | | | | |"
+
+    def number(value, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
     return (
-        f"| {system} | {row['label']} | {built['build_s']:.0f} | {row['ram']:.0f} | {row['mapped']:.0f} | "
-        f"{row['recall']:.3f} | {row['p50']:.2f} | {row['p99']:.2f} | {row['qps']:,.0f} |"
+        f"| {system} | {row['label']} | {built['build_s']:.0f} | {number(row['ram'], '.0f')} | "
+        f"{number(row['mapped'], '.0f')} | {row['recall']:.3f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+        f"{number(row['qps'], ',.0f')} |"
     )
 
 

@@ -50,15 +50,18 @@ def scored_candidates(
     refine_factor: int,
     allowed: np.ndarray | None = None,
     wanted: int = 0,
+    keep: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n (scores, ids) per query, best first: the codes' candidates re-scored exactly when
-    ``refine_factor`` > 1. With ``allowed`` (sorted ids), only those: at most EXACT_FILTER_MAX are
-    scored exactly among themselves (no codes, no refine needed); more are scanned through the IVF
-    lists with a selector, and every query finds at least ``wanted`` of them where that many exist."""
+    """Top-``keep`` (default n) of n candidates (scores, ids) per query, best first: the codes'
+    candidates re-scored exactly when ``refine_factor`` > 1. With ``allowed`` (sorted ids), only
+    those: at most EXACT_FILTER_MAX are scored exactly among themselves (no codes, no refine needed);
+    more are scanned through the IVF lists with a selector, and every query finds at least ``wanted``
+    of them where that many exist."""
+    keep = n if keep is None else min(keep, n)
     if allowed is not None and allowed.size <= EXACT_FILTER_MAX:
-        return shards.exact_among(queries, allowed, n)
+        return shards.exact_among(queries, allowed, keep)
     scores, ids = _filtered(shards, queries, n, nprobe, allowed, wanted)
-    return shards.refine(queries, ids) if refine_factor > 1 else (scores, ids)
+    return shards.refine(queries, ids, keep=keep) if refine_factor > 1 else (scores[:, :keep], ids[:, :keep])
 
 
 def _filtered(

@@ -31,18 +31,18 @@ class Scorer:
         self.index.codes.resize(nbytes)
         buffer = faiss.rev_swig_ptr(self.index.codes.data(), nbytes)
         self.rows = buffer.view(dtype).reshape(max(1, capacity), dim)  # a view of faiss' buffer
-        self._scores = np.empty((1, max(1, capacity)), np.float32)
-        self._labels = np.empty((1, max(1, capacity)), np.int64)
+        self._filled = -1
 
-    def search(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, positions) of the first n rows of ``rows`` for one query, best first."""
+    def search_into(self, query: np.ndarray, n: int, k: int, scores: np.ndarray, positions: np.ndarray) -> int:
+        """Score the first n of ``rows`` for one query (float32, contiguous) and write the best k
+        (k <= n) into ``scores`` and ``positions`` (contiguous float32 / int64 rows), best first;
+        returns k. No copy on either side: one faiss call is the whole cost."""
         import faiss
 
-        self.index.ntotal = n
-        query = np.ascontiguousarray(query, dtype=np.float32)
-        scores, labels = self._scores[:, :n], self._labels[:, :n]
-        self.index.search_c(1, faiss.swig_ptr(query), n, faiss.swig_ptr(self._scores), faiss.swig_ptr(self._labels))
-        return scores[0].copy(), labels[0].copy()
+        if n != self._filled:  # a setattr through faiss' wrappers costs as much as a numpy call
+            self.index.ntotal = self._filled = n
+        self.index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(positions))
+        return k
 
 
 _SCORERS = threading.local()

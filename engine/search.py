@@ -237,8 +237,9 @@ class SearchEngine:
     def relevance_calibration(self, rerank: str | None = None, margin_k: int | str | None = None) -> Calibration | None:
         """The score distribution "likely relevant" is judged against, for a text search with these
         rerank settings (None: the index's defaults); None for an index without a query bank."""
-        mode, chosen_k, pool = self._rerank_params(SearchOptions(rerank=rerank, margin_k=margin_k))
+        return self._calibration(*self._rerank_params(SearchOptions(rerank=rerank, margin_k=margin_k)))
 
+    def _calibration(self, mode: str, chosen_k: int | str, pool: int) -> Calibration | None:
         def pool_scores(queries: np.ndarray) -> np.ndarray:
             options = SearchOptions(k=min(max(pool, 10), MAX_K), rerank=mode, margin_k=chosen_k, refine_factor=2)
             rows = self._search(queries, options, flag=False)
@@ -317,8 +318,9 @@ class SearchEngine:
         # refine covers k * refine_factor candidates (at most MAX_CANDIDATES), and at least the rerank pool
         n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
         # 2. refine: exact scores from the stored vectors, best first (within the filter, if any)
-        scores, ids = scored_candidates(self._shards, vectors, n_candidates, nprobe, refine_factor, allowed, wanted)
-        scores, ids = scores[:, :pool], ids[:, :pool]
+        scores, ids = scored_candidates(
+            self._shards, vectors, n_candidates, nprobe, refine_factor, allowed, wanted, keep=pool
+        )
         cosines = scores
         # 3. rerank the exact cosines of the pool with the margin, then cut to k
         if mode != "none":
@@ -326,7 +328,8 @@ class SearchEngine:
         # 4. hits: flagged, cut at min_score, near-duplicates folded
         rows = self._hits(scores[:, :k], ids[:, :k], cosines[:, :k])
         # image queries are not flagged: the calibration describes text queries
-        threshold = self.relevance_threshold(mode, margin_k) if flag and not plain else None
+        calibration = self._calibration(mode, margin_k, rerank_pool) if flag and not plain else None
+        threshold = None if calibration is None else calibration.threshold
         for row in rows:
             for hit in row:
                 hit.relevant = None if threshold is None else bool(hit.score >= threshold)
@@ -353,16 +356,15 @@ class SearchEngine:
     def _hits(self, scores: np.ndarray, ids: np.ndarray, cosines: np.ndarray) -> list[list[Hit]]:
         rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())
         results: list[list[Hit]] = []
-        for row_scores, row_ids, row_cosines in zip(scores, ids, cosines):
+        # plain Python numbers: per-element numpy scalars cost more than the catalog lookup
+        for row_scores, row_ids, row_cosines in zip(scores.tolist(), ids.tolist(), cosines.tolist()):
             hits = []
             for score, image_id, cosine in zip(row_scores, row_ids, row_cosines):
-                row = rows.get(int(image_id))
+                row = rows.get(image_id)
                 # a vector whose catalog row is gone (interrupted write, removal) is never shown
                 if image_id < 0 or row is None:
                     continue
-                hits.append(
-                    Hit(id=int(image_id), path=row["path"], score=float(score), metadata=row, cosine=float(cosine))
-                )
+                hits.append(Hit(id=image_id, path=row["path"], score=score, metadata=row, cosine=cosine))
             results.append(hits)
         return results
 

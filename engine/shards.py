@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from .ivf import combine_ivf_shards, id_selector, is_ivf, ivf_search_params, mer
 from .layout import Manifest, ShardInfo, damaged
 from .scorer import SCORER_DTYPES, Scorer, scorer_for
 
-# candidate vectors re-scored at once: bounds the (queries, candidates, dim) block to tens of MB
+# candidate rows gathered at once: bounds a batch's (queries x candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
 # allowed ids scored per block by exact_among (the refine's scorer holds one block's rows)
 _EXACT_BLOCK = 8192
@@ -37,6 +37,15 @@ class RefineStore:
 
     ids: np.ndarray
     vectors: np.ndarray
+    # the first and last id, and whether the ids between are all here (no removals): then an id's row is
+    # its offset from the first, with no search (read once: each read of a mapped array costs a lookup)
+    first: int = field(init=False)
+    last: int = field(init=False)
+    consecutive: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first, self.last = (int(self.ids[0]), int(self.ids[-1])) if len(self.ids) else (0, -1)
+        self.consecutive = self.last - self.first + 1 == len(self.ids)
 
     @classmethod
     def open(cls, ids_path: Path, vectors_path: Path) -> RefineStore:
@@ -51,19 +60,24 @@ class RefineStore:
 
     def locate(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask of wanted ids held here, their rows); binary search touches a few pages only."""
+        found, rows = self.positions(wanted)
+        return found, rows[found]
+
+    def positions(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of wanted ids held here, a row for every wanted id: its own where held, else 0)."""
         if not len(self.ids) or not len(wanted):
-            return np.zeros(len(wanted), bool), np.zeros(0, np.int64)
-        first, last = int(self.ids[0]), int(self.ids[-1])
-        if last - first + 1 == len(self.ids):  # consecutive ids (no removals): the row is the offset
-            found = (wanted >= first) & (wanted <= last)
-            return found, wanted[found] - first
+            return np.zeros(len(wanted), bool), np.zeros(len(wanted), np.int64)
+        if self.consecutive:
+            found = (wanted >= self.first) & (wanted <= self.last)
+            return found, np.where(found, wanted - self.first, 0)
         # sorted keys: numpy then narrows each binary search from the last one (5x fewer cache misses)
         order = np.argsort(wanted, kind="stable")
         rows = np.empty(len(wanted), np.int64)
         rows[order] = np.searchsorted(self.ids, wanted[order])
         rows = np.minimum(rows, len(self.ids) - 1)
         found = np.asarray(self.ids[rows]) == wanted
-        return found, rows[found]
+        rows[~found] = 0
+        return found, rows
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Vectors of the given rows as float32."""
@@ -78,6 +92,8 @@ class ShardSet:
     stores: list[RefineStore]
     ivf_index: Any = None  # all IVF shards combined into one faiss index
     flat_indexes: list | None = None  # or: exact shards, searched one by one and merged
+    # per-call IVF parameters by nprobe, made once (read-only to faiss, so threads share them)
+    _params: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, manifest: Manifest) -> ShardSet:
@@ -153,7 +169,10 @@ class ShardSet:
         nq = len(queries)
         selector = id_selector(allowed) if allowed is not None else None
         if self.ivf_index is not None and self.ivf_index.ntotal and nq:
-            params = ivf_search_params(self.ivf_index, nprobe, selector)
+            if selector is not None:
+                params = ivf_search_params(self.ivf_index, nprobe, selector)
+            elif (params := self._params.get(nprobe)) is None:
+                params = self._params[nprobe] = ivf_search_params(self.ivf_index, nprobe)
             scores, ids = self.ivf_index.search(queries, n, params=params)
             return _clean(scores, ids)
         import faiss
@@ -179,58 +198,77 @@ class ShardSet:
             block = allowed[start : start + _EXACT_BLOCK]
             wanted = np.broadcast_to(block, (len(queries), len(block)))
             # the refine's own scorer: float16 rows straight into faiss' SIMD scan, never a float32 copy
-            scores, ids = self.refine(queries, wanted)
-            best_scores, best_ids = merge_results([best_scores, scores[:, :n]], [best_ids, ids[:, :n]], n)
+            scores, ids = self.refine(queries, wanted, keep=n)
+            best_scores, best_ids = merge_results([best_scores, scores], [best_ids, ids], n)
         if best_scores.shape[1] < n:  # fewer allowed than wanted: pad as faiss does
             pad = n - best_scores.shape[1]
             best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             best_ids = np.pad(best_ids, ((0, 0), (0, pad)), constant_values=-1)
         return best_scores, best_ids
 
-    def refine(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores for candidate ids from the stored vectors, each row sorted best first."""
+    def refine(self, queries: np.ndarray, ids: np.ndarray, keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores for candidate ids from the stored vectors: the best ``keep`` (default: all) of
+        each row, best first; slots past a row's known candidates hold id -1 and score -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
+        keep = ids.shape[1] if keep is None else max(0, min(int(keep), ids.shape[1]))
         dtypes = {store.vectors.dtype for store in self.stores}
         if len(dtypes) != 1 or next(iter(dtypes)) not in SCORER_DTYPES:
-            return self._refine_numpy(queries, ids)
-        block = max(1, REFINE_ROWS // max(1, ids.shape[1]))
-        scores = np.full(ids.shape, -np.inf, np.float32)
-        out_ids = np.full(ids.shape, -1, np.int64)
-        scorer = scorer_for(self.dim, next(iter(dtypes)), ids.shape[1])
-        for start in range(0, len(queries), block):
-            stop = min(start + block, len(queries))
-            self._refine_scored(scorer, queries[start:stop], ids[start:stop], scores[start:stop], out_ids[start:stop])
+            scores, out_ids = self._refine_numpy(queries, ids)
+            return scores[:, :keep], out_ids[:, :keep]
+        scores = np.full((len(ids), keep), -np.inf, np.float32)
+        out_ids = np.full((len(ids), keep), -1, np.int64)
+        if keep and ids.size:
+            scorer = scorer_for(self.dim, next(iter(dtypes)), ids.shape[1])
+            block = max(1, REFINE_ROWS // ids.shape[1])  # bounds the gathered rows of a batch to tens of MB
+            for start in range(0, len(ids), block):
+                part = slice(start, start + block)
+                self._refine_scored(scorer, queries[part], ids[part], scores[part], out_ids[part])
         return scores, out_ids
 
     def _refine_scored(
         self, scorer: Scorer, queries: np.ndarray, ids: np.ndarray, scores: np.ndarray, out_ids: np.ndarray
     ) -> None:
-        """Gather each query's candidate rows (still float16) straight into faiss' code buffer and let
-        its SIMD scan score and sort them: numpy's float16 -> float32 cast alone cost 2x faiss' whole
-        in-RAM refine; this path stays within a few percent of it and never holds the store in RAM."""
+        """Gather each query's candidate rows (still float16) into faiss' code buffer and let its SIMD
+        scan score them and keep the best: numpy's float16 -> float32 cast alone cost 2x faiss' whole
+        in-RAM refine, and the store is never held in RAM. Where each candidate lives is found for the
+        whole batch at once; a query then costs a gather per shard and one faiss call. The few numpy
+        calls left matter: after the coarse quantizer's scan has flushed the CPU caches, each costs
+        several microseconds."""
         nq, n = ids.shape
-        flat = ids.ravel()
-        held = []  # per shard holding any candidate: (shard, mask (nq, n), rows (nq, n), count per query)
-        for store in self.stores:  # an id lives in one shard only
-            mask, rows = store.locate(flat)
-            if rows.size:
-                flat_rows = np.zeros(flat.shape, np.int64)
-                flat_rows[mask] = rows
-                held.append((store, mask.reshape(nq, n), flat_rows.reshape(nq, n), mask.reshape(nq, n).sum(axis=1)))
+        keep = scores.shape[1]
+        only = self.stores[0] if len(self.stores) == 1 else None
+        if only is not None and only.consecutive and only.first <= ids.min() and ids.max() <= only.last:
+            # one shard of consecutive ids holds every candidate (an index under 262,144 images)
+            rows, target = ids - only.first if only.first else ids, scorer.rows[:n]
+            for q in range(nq):
+                np.take(only.vectors, rows[q], axis=0, out=target)
+                scorer.search_into(queries[q], n, keep, scores[q], out_ids[q])
+                _to_ids(ids[q], scores[q], out_ids[q])
+            return
+        owner, rows = self._owners(ids)
         for q in range(nq):
-            filled, positions = 0, []
-            for store, in_store, row_of, counts in held:
-                count = int(counts[q])
-                if count:
-                    where = np.flatnonzero(in_store[q])
-                    np.take(store.vectors, row_of[q, where], axis=0, out=scorer.rows[filled : filled + count])
-                    positions.append(where)
-                    filled += count
+            # the query's candidates grouped by shard (-1: an empty slot or an id no shard holds, left out)
+            order = np.argsort(owner[q], kind="stable")
+            counts = np.bincount(owner[q] + 1, minlength=len(self.stores) + 1)
+            filled, skipped = 0, int(counts[0])
+            for shard in np.flatnonzero(counts[1:]):
+                count = int(counts[shard + 1])
+                group = order[skipped + filled : skipped + filled + count]
+                np.take(self.stores[shard].vectors, rows[q, group], axis=0, out=scorer.rows[filled : filled + count])
+                filled += count
             if filled:
-                found_scores, order = scorer.search(queries[q], filled)
-                scores[q, :filled] = found_scores
-                out_ids[q, :filled] = ids[q, np.concatenate(positions)[order]]
+                got = scorer.search_into(queries[q], filled, min(keep, filled), scores[q], out_ids[q])
+                _to_ids(ids[q, order[skipped:]], scores[q, :got], out_ids[q, :got])
+
+    def _owners(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the shard holding each id, -1 for none; its row there), both shaped like ``ids``."""
+        owner = np.full(ids.size, -1, np.int64)
+        rows = np.zeros(ids.size, np.int64)
+        for number, store in enumerate(self.stores):  # an id lives in one shard only
+            found, where = store.positions(ids.ravel())
+            owner[found], rows[found] = number, where[found]
+        return owner.reshape(ids.shape), rows.reshape(ids.shape)
 
     def _refine_numpy(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The plain numpy refine, for stores faiss has no flat code type for."""
@@ -258,8 +296,7 @@ class ShardSet:
         """Top-k (scores, ids): k * refine_factor candidates, re-scored exactly when refine_factor > 1."""
         if refine_factor <= 1:
             return self.candidates(queries, k, nprobe)
-        scores, ids = self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1])
-        return scores[:, :k], ids[:, :k]
+        return self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1], keep=k)
 
 
 def open_store(index_dir: Path, manifest: Manifest, shard: ShardInfo) -> RefineStore:
@@ -323,8 +360,20 @@ def _reason(exc: BaseException) -> str:
     return _FAISS_LOCATION.sub("", str(exc).strip()) or type(exc).__name__
 
 
+def _to_ids(candidates: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> None:
+    """Turn the scorer's positions among ``candidates`` into their ids, in place; a slot faiss left
+    empty (a NaN query scores nothing) becomes id -1, score -inf."""
+    if positions.size and positions.min() < 0:
+        empty = positions < 0
+        positions[empty], scores[empty] = 0, -np.inf
+        positions[:] = np.where(empty, -1, candidates[positions])
+        return
+    np.take(candidates, positions, out=positions)
+
+
 def _clean(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores = scores.astype(np.float32, copy=True)
-    ids = ids.astype(np.int64, copy=False)
-    scores[ids < 0] = -np.inf
+    """faiss' fresh result arrays, empty slots (id -1) scored -inf."""
+    empty = ids < 0
+    if empty.any():
+        scores[empty] = -np.inf
     return scores, ids

@@ -4,7 +4,8 @@ At the end of every run that changed an IVF index (``IndexWriter.finish``) the w
 recall@10 against exact search on a seeded sample of stored vectors used as queries (each query's
 own id is left out of both lists, so a vector does not trivially find itself), over a grid of
 nprobe x refine_factor, and records the cheapest pair that meets the target in the manifest's
-settings, which searches take as their defaults (a call's own ``nprobe=`` / ``refine_factor=`` still
+settings (met means with a margin: the recall's one-sided 95% lower bound over the sampled queries
+reaches the target, so the cheapest pair is not one that met it by sampling luck), which searches take as their defaults (a call's own ``nprobe=`` / ``refine_factor=`` still
 win). A target the grid cannot reach records the best pair found and a note saying so.
 
 Cost is a model, not a timing (the machine this runs on is shared and timings are noisy): codes
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -37,15 +38,25 @@ if TYPE_CHECKING:
 DEFAULT_TARGET_RECALL = 0.95
 K = 10
 NPROBE_GRID = (4, 8, 16, 32, 64, 128, 256, 512)
-REFINE_GRID = (10, 20, 30, 50, 75, 100)
-QUERIES = 300  # sampled queries: recall@10 to about +-0.01
-REFINE_COST = 8.0  # one exactly re-scored candidate, in units of one PQ code scanned
+REFINE_GRID = (10, 20, 30, 40, 50, 75, 100)
+QUERIES = 500  # sampled queries: recall@10 to about +-0.005 (one standard error)
+# a pair meets the target when mean - MARGIN_Z x standard error does: of all pairs whose true recall is
+# just under the target, 1 in 20 would still pass by luck, not 1 in 2
+MARGIN_Z = 1.645
+# one exactly re-scored candidate, in units of one PQ code scanned (measured at 1,000,000: 1.2 us per
+# candidate gathered from the mapped float16 rows and scored, 0.1 us per 32-byte code scanned)
+REFINE_COST = 12.0
 TIMED_QUERIES = 50
 CODE_QUERIES = 300  # held-out sample vectors (and bank texts) the code size is measured with
 # the deepest pool (candidates per result) a chosen code may need at full size: half the deepest the
-# commit-time grid tries, so nprobe's own losses and the estimate's error still fit under it
+# commit-time grid tries, so nprobe's own losses and the estimate's error still fit under it. (x20 was
+# tried: at 1,000,000 it trained PQ32 to PQ96, tripled the build and RAM per vector, and PQ96 x20 ran
+# only 9% faster than PQ32 x40: the coarse quantizer's scan and the gather are most of a query's time)
 CODE_POOL_BUDGET = 50
 CODE_SEARCH_DEPTH = 1024  # candidates fetched per query while measuring a code size
+# how the commit-time measurement is made; a new one re-tunes indexes tuned by an older one (2: the
+# pool of a stored query is k x R + 1, not (k + 1) x R, and a target is met at its lower bound)
+TUNER_REVISION = 2
 
 
 @dataclass
@@ -108,9 +119,24 @@ def exact_neighbours(shards: ShardSet, queries: np.ndarray, exclude: np.ndarray,
     return best_ids[:, :k]
 
 
+class Reached(NamedTuple):
+    """A measured recall@k: the mean over the sampled queries, and its one-sided 95% lower bound."""
+
+    mean: float
+    low: float
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    return reached_recall(found, truth).mean
+
+
+def reached_recall(found: np.ndarray, truth: np.ndarray) -> Reached:
     k = truth.shape[1]
-    return float(np.mean([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
+    per_query = np.array([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)])
+    if not len(per_query):
+        return Reached(0.0, 0.0)
+    error = per_query.std(ddof=1) / np.sqrt(len(per_query)) if len(per_query) > 1 else 0.0
+    return Reached(float(per_query.mean()), float(per_query.mean() - MARGIN_Z * error))
 
 
 def _without_self(ids: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
@@ -130,12 +156,14 @@ def measure_grid(
     refine_factors: tuple[int, ...] = REFINE_GRID,
     k: int = K,
     target_recall: float | None = None,
-) -> dict[tuple[int, int], float]:
+) -> dict[tuple[int, int], Reached]:
     """recall@k of (nprobe, refine_factor) pairs: one candidate search per nprobe at the deepest
     pool, whose prefixes are the shallower pools (candidates come best first). With a target, pairs
-    that cannot be cheaper than one already meeting it are not measured."""
-    results: dict[tuple[int, int], float] = {}
-    deepest = (k + 1) * max(refine_factors)
+    that cannot be cheaper than one already meeting it (its lower bound) are not measured."""
+    results: dict[tuple[int, int], Reached] = {}
+    # a search of k with refine R re-scores k x R candidates; a stored query also finds itself (first,
+    # then left out), so it gets one more: (k + 1) x R measured 0.025 too high at 1,000,000
+    deepest = k * max(refine_factors) + 1
     cheapest = np.inf
     for nprobe in sorted(nprobes):
         if nprobe > shards.nlist or cost(shards, nprobe, min(refine_factors), k) >= cheapest:
@@ -144,9 +172,9 @@ def measure_grid(
         for factor in sorted(refine_factors):
             if cost(shards, nprobe, factor, k) >= cheapest:
                 break
-            _, refined = shards.refine(queries, candidates[:, : (k + 1) * factor])
-            results[(nprobe, factor)] = reached = recall_at_k(_without_self(refined, exclude, k), truth)
-            if target_recall is not None and reached >= target_recall:
+            _, refined = shards.refine(queries, candidates[:, : k * factor + 1], keep=k + 1)
+            results[(nprobe, factor)] = reached = reached_recall(_without_self(refined, exclude, k), truth)
+            if target_recall is not None and reached.low >= target_recall:
                 cheapest = cost(shards, nprobe, factor, k)
                 break
     return results
@@ -160,18 +188,22 @@ def cost(shards: ShardSet, nprobe: int, refine_factor: int, k: int = K) -> float
 
 def choose(
     shards: ShardSet,
-    recalls: dict[tuple[int, int], float],
+    recalls: dict[tuple[int, int], Reached],
     target_recall: float,
 ) -> Tuning:
-    """The cheapest measured pair meeting target_recall, else the best recall (cheapest among equals)."""
-    meeting = [pair for pair, r in recalls.items() if r >= target_recall]
+    """The cheapest measured pair whose recall's lower bound meets target_recall, else the best
+    recall (cheapest among equals)."""
+    meeting = [pair for pair, r in recalls.items() if r.low >= target_recall]
     if meeting:
         nprobe, factor = min(meeting, key=lambda p: cost(shards, *p))
         reached = recalls[(nprobe, factor)]
-        note = f"recall@10 {reached:.3f} >= target {target_recall:.2f} at nprobe {nprobe}, refine x{factor}"
-        return Tuning(nprobe, factor, reached, True, note)
-    best = max(recalls.values())
-    nprobe, factor = min((p for p, r in recalls.items() if r == best), key=lambda p: cost(shards, *p))
+        note = (
+            f"recall@10 {reached.mean:.3f} (>= {reached.low:.3f} at 95%) >= target {target_recall:.2f} "
+            f"at nprobe {nprobe}, refine x{factor}"
+        )
+        return Tuning(nprobe, factor, reached.mean, True, note)
+    best = max(r.mean for r in recalls.values())
+    nprobe, factor = min((p for p, r in recalls.items() if r.mean == best), key=lambda p: cost(shards, *p))
     largest = max(p for p, _ in recalls), max(f for _, f in recalls)
     note = (
         f"target recall@10 {target_recall:.2f} not met: the best measured is {best:.3f} at nprobe {nprobe}, "
@@ -182,12 +214,12 @@ def choose(
 
 
 def choose_for_latency(
-    shards: ShardSet, queries: np.ndarray, recalls: dict[tuple[int, int], float], target_ms: float
+    shards: ShardSet, queries: np.ndarray, recalls: dict[tuple[int, int], Reached], target_ms: float
 ) -> Tuning:
     """The highest recall whose single-query p50 (timed here) is within target_ms."""
     timed: list[tuple[float, float, int, int]] = []
     sample = queries[:TIMED_QUERIES]
-    for (nprobe, factor), reached in sorted(recalls.items(), key=lambda item: -item[1]):
+    for (nprobe, factor), (reached, _) in sorted(recalls.items(), key=lambda item: -item[1].mean):
         p50 = _p50_ms(shards, sample, nprobe, factor)
         timed.append((reached, p50, nprobe, factor))
         if p50 <= target_ms:
@@ -343,7 +375,7 @@ def tune_index(writer: IndexWriter) -> Tuning | None:
         return None
     target_recall = settings.get("target_recall", DEFAULT_TARGET_RECALL)
     target_latency = settings.get("target_latency_ms")
-    key = [writer.count, target_recall, target_latency, manifest.trained_sha256]
+    key = [writer.count, target_recall, target_latency, manifest.trained_sha256, TUNER_REVISION]
     if settings.get("tuned_for") == key:
         return None
     shards = ShardSet.open(writer.index_dir, manifest)

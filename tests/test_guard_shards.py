@@ -245,3 +245,53 @@ def test_an_unreadable_refine_file_is_reported_damaged(data, tmp_path: Path, par
     (index_dir / name).write_bytes(content)
     with pytest.raises(IndexDamaged, match=f"{name}.*cannot be read"):
         ShardSet.open(index_dir, manifest)
+
+
+@pytest.mark.parametrize("nq", [1, 5])
+@pytest.mark.parametrize(
+    "layout",
+    ["one shard from id 7", "one shard with gaps", "two shards", "two shards, one with gaps"],
+)
+def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: int):
+    # the refine's paths: one shard of consecutive ids (rows by offset), gaps (binary search), several
+    # shards gathered per batch; one query (gathered straight into the scorer) or several
+    rng = np.random.default_rng(11)
+    dim = 8
+    ids = {
+        "one shard from id 7": [np.arange(7, 307)],
+        "one shard with gaps": [np.arange(0, 600, 2)],
+        "two shards": [np.arange(0, 150), np.arange(150, 300)],
+        "two shards, one with gaps": [np.arange(0, 150), np.arange(150, 450, 2)],
+    }[layout]
+    vectors = {int(i): rng.standard_normal(dim).astype(np.float16) for part in ids for i in part}
+    stores = [RefineStore(part.astype(np.int64), np.stack([vectors[int(i)] for i in part])) for part in ids]
+    shards = ShardSet(dim, stores)
+    known = np.concatenate(ids)
+    queries = rng.standard_normal((nq, dim)).astype(np.float32)
+    pool = np.stack([rng.choice(known, 40, replace=False) for _ in range(nq)])
+    scores, found = shards.refine(queries, pool, keep=3)
+    assert scores.shape == found.shape == (nq, 3)
+    full_scores, full_ids = shards.refine(queries, pool)
+    for q in range(nq):
+        exact = np.array([vectors[int(i)].astype(np.float32) @ queries[q] for i in pool[q]])
+        order = np.argsort(-exact, kind="stable")
+        assert found[q].tolist() == pool[q][order[:3]].tolist()
+        np.testing.assert_allclose(scores[q], exact[order[:3]], atol=1e-4)
+        assert full_ids[q].tolist() == pool[q][order].tolist()  # keep=None: every candidate, best first
+    # a pool with empty slots and an id no shard holds: those are left out, never scored as zeros
+    pool[:, -5:] = -1
+    pool[:, 0] = 10_000
+    scores, found = shards.refine(queries, pool, keep=38)
+    for q in range(nq):
+        real = pool[q][(pool[q] >= 0) & (pool[q] != 10_000)]
+        assert sorted(found[q, : len(real)].tolist()) == sorted(real.tolist())
+        assert (found[q, len(real) :] == -1).all() and np.isneginf(scores[q, len(real) :]).all()
+
+
+def test_a_query_that_scores_nothing_gets_empty_slots_not_a_wrong_id():
+    # a NaN query: faiss' scan keeps no candidate; the slots it leaves must read as empty (-1, -inf),
+    # never as the last candidate (index -1)
+    stores = [RefineStore(np.arange(0, 50, dtype=np.int64), np.ones((50, 4), np.float16))]
+    shards = ShardSet(4, stores)
+    scores, found = shards.refine(np.full((1, 4), np.nan, np.float32), np.arange(10, 20)[None, :], keep=5)
+    assert found[0].tolist() == [-1] * 5 and np.isneginf(scores[0]).all()

@@ -176,3 +176,38 @@ def test_an_automatic_index_records_its_code_size_and_info_shows_it(tmp_path: Pa
     assert any(note.startswith("code size PQ32") for note in report.notes)
     out = CliRunner().invoke(cli, ["info", str(index_dir)]).output
     assert "code size PQ32" in out
+
+
+def test_a_target_met_only_by_sampling_luck_is_not_met(tuned: Path):
+    # the cheapest pair's mean reaches the target but its 95% lower bound does not: the next pair is
+    # taken, so held-out queries (not the sample) meet the target
+    shards = ShardSet.open(tuned, read_manifest(tuned))
+    recalls = {(2, 10): tuning.Reached(0.952, 0.941), (2, 30): tuning.Reached(0.97, 0.962)}
+    chosen = tuning.choose(shards, recalls, 0.95)
+    assert (chosen.nprobe, chosen.refine_factor) == (2, 30) and chosen.met
+    assert ">= 0.962 at 95%" in chosen.note
+    # the lower bound follows the spread over the queries: all alike, no margin; spread out, a margin
+    truth = np.arange(40).reshape(4, 10)
+    assert tuning.reached_recall(truth, truth) == (1.0, 1.0)
+    half = truth.copy()
+    half[:2] = -1
+    reached = tuning.reached_recall(half, truth)
+    assert reached.mean == 0.5 and reached.low < 0.5 - 0.3
+
+
+def test_a_stored_query_gets_the_pool_a_search_gets_plus_itself(tuned: Path, monkeypatch):
+    # a search of k with refine R re-scores k x R candidates; the tuner's stored-vector queries find
+    # themselves first, so they get k x R + 1, never (k + 1) x R (which measured 0.025 too high)
+    shards = ShardSet.open(tuned, read_manifest(tuned))
+    pools: list[int] = []
+    real_refine = shards.refine
+
+    def spy(queries, ids, keep=None):
+        pools.append(ids.shape[1])
+        return real_refine(queries, ids, keep=keep)
+
+    monkeypatch.setattr(shards, "refine", spy)
+    exclude, queries = tuning.sample_queries(shards, 20)
+    truth = tuning.exact_neighbours(shards, queries, exclude)
+    tuning.measure_grid(shards, queries, exclude, truth, nprobes=(4,), refine_factors=(2, 5))
+    assert pools == [10 * 2 + 1, 10 * 5 + 1]
