@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -263,12 +264,35 @@ class ShardSet:
 
     def _owners(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(the shard holding each id, -1 for none; its row there), both shaped like ``ids``."""
+        ranges = self._id_ranges
+        if ranges is not None:  # shards of consecutive ids in order (no removals): one search for all
+            firsts, lasts = ranges
+            owner = np.searchsorted(firsts, ids, side="right") - 1
+            shard = np.maximum(owner, 0)
+            rows = ids - firsts[shard]
+            outside = (owner < 0) | (ids > lasts[shard])
+            if outside.any():
+                owner[outside], rows[outside] = -1, 0
+            return owner, rows
         owner = np.full(ids.size, -1, np.int64)
         rows = np.zeros(ids.size, np.int64)
         for number, store in enumerate(self.stores):  # an id lives in one shard only
             found, where = store.positions(ids.ravel())
             owner[found], rows[found] = number, where[found]
         return owner.reshape(ids.shape), rows.reshape(ids.shape)
+
+    @cached_property
+    def _id_ranges(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(first ids, last ids) of the shards when each holds consecutive ids and they follow one
+        another without overlap (an index without removals), else None."""
+        stores = self.stores
+        if not stores or not all(len(s) and s.consecutive for s in stores):
+            return None
+        firsts = np.array([s.first for s in stores], np.int64)
+        lasts = np.array([s.last for s in stores], np.int64)
+        if (firsts[1:] <= lasts[:-1]).any():
+            return None
+        return firsts, lasts
 
     def _refine_numpy(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The plain numpy refine, for stores faiss has no flat code type for."""

@@ -250,7 +250,7 @@ def test_an_unreadable_refine_file_is_reported_damaged(data, tmp_path: Path, par
 @pytest.mark.parametrize("nq", [1, 5])
 @pytest.mark.parametrize(
     "layout",
-    ["one shard from id 7", "one shard with gaps", "two shards", "two shards, one with gaps"],
+    ["one shard from id 7", "one shard with gaps", "two shards", "two shards, one with gaps", "shards out of order"],
 )
 def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: int):
     # the refine's paths: one shard of consecutive ids (rows by offset), gaps (binary search), several
@@ -262,6 +262,7 @@ def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: 
         "one shard with gaps": [np.arange(0, 600, 2)],
         "two shards": [np.arange(0, 150), np.arange(150, 300)],
         "two shards, one with gaps": [np.arange(0, 150), np.arange(150, 450, 2)],
+        "shards out of order": [np.arange(200, 300), np.arange(0, 100), np.arange(100, 200)],
     }[layout]
     vectors = {int(i): rng.standard_normal(dim).astype(np.float16) for part in ids for i in part}
     stores = [RefineStore(part.astype(np.int64), np.stack([vectors[int(i)] for i in part])) for part in ids]
