@@ -33,16 +33,15 @@ class Scorer:
         self.rows = buffer.view(dtype).reshape(max(1, capacity), dim)  # a view of faiss' buffer
         self._filled = -1
 
-    def search_into(self, query: np.ndarray, n: int, k: int, scores: np.ndarray, positions: np.ndarray) -> int:
+    def search_into(self, query: np.ndarray, n: int, k: int, scores: np.ndarray, positions: np.ndarray) -> None:
         """Score the first n of ``rows`` for one query (float32, contiguous) and write the best k
-        (k <= n) into ``scores`` and ``positions`` (contiguous float32 / int64 rows), best first;
-        returns k. No copy on either side: one faiss call is the whole cost."""
+        (k <= n) into ``scores`` and ``positions`` (contiguous float32 / int64 rows), best first.
+        No copy on either side: one faiss call is the whole cost."""
         import faiss
 
         if n != self._filled:  # a setattr through faiss' wrappers costs as much as a numpy call
             self.index.ntotal = self._filled = n
         self.index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(positions))
-        return k
 
 
 _SCORERS = threading.local()

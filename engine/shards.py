@@ -238,16 +238,15 @@ class ShardSet:
         several microseconds."""
         nq, n = ids.shape
         keep = scores.shape[1]
-        only = self.stores[0] if len(self.stores) == 1 else None
-        if only is not None and only.consecutive and only.first <= ids.min() and ids.max() <= only.last:
-            # one shard of consecutive ids holds every candidate (an index under 262,144 images)
-            rows, target = ids - only.first if only.first else ids, scorer.rows[:n]
+        owner, rows = self._owners(ids)
+        if len(self.stores) == 1 and owner.min() == 0:
+            # the one shard holds every candidate (an index under 262,144 images): no grouping per query
+            vectors, target = self.stores[0].vectors, scorer.rows[:n]
             for q in range(nq):
-                np.take(only.vectors, rows[q], axis=0, out=target)
+                np.take(vectors, rows[q], axis=0, out=target)
                 scorer.search_into(queries[q], n, keep, scores[q], out_ids[q])
                 _to_ids(ids[q], scores[q], out_ids[q])
             return
-        owner, rows = self._owners(ids)
         for q in range(nq):
             # the query's candidates grouped by shard (-1: an empty slot or an id no shard holds, left out)
             order = np.argsort(owner[q], kind="stable")
@@ -259,7 +258,8 @@ class ShardSet:
                 np.take(self.stores[shard].vectors, rows[q, group], axis=0, out=scorer.rows[filled : filled + count])
                 filled += count
             if filled:
-                got = scorer.search_into(queries[q], filled, min(keep, filled), scores[q], out_ids[q])
+                got = min(keep, filled)
+                scorer.search_into(queries[q], filled, got, scores[q], out_ids[q])
                 _to_ids(ids[q, order[skipped:]], scores[q, :got], out_ids[q, :got])
 
     def _owners(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,8 +276,9 @@ class ShardSet:
             return owner, rows
         owner = np.full(ids.size, -1, np.int64)
         rows = np.zeros(ids.size, np.int64)
+        flat = ids.ravel()
         for number, store in enumerate(self.stores):  # an id lives in one shard only
-            found, where = store.positions(ids.ravel())
+            found, where = store.positions(flat)
             owner[found], rows[found] = number, where[found]
         return owner.reshape(ids.shape), rows.reshape(ids.shape)
 

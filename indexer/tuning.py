@@ -4,13 +4,14 @@ At the end of every run that changed an IVF index (``IndexWriter.finish``) the w
 recall@10 against exact search on a seeded sample of stored vectors used as queries (each query's
 own id is left out of both lists, so a vector does not trivially find itself), over a grid of
 nprobe x refine_factor, and records the cheapest pair that meets the target in the manifest's
-settings (met means with a margin: the recall's one-sided 95% lower bound over the sampled queries
-reaches the target, so the cheapest pair is not one that met it by sampling luck), which searches take as their defaults (a call's own ``nprobe=`` / ``refine_factor=`` still
-win). A target the grid cannot reach records the best pair found and a note saying so.
+settings, which searches take as their defaults (a call's own ``nprobe=`` / ``refine_factor=``
+still win). Met means with a margin: the recall's one-sided 95% lower bound over the sampled queries
+reaches the target, so the cheapest pair is not one that met it by sampling luck. A target the grid
+cannot reach records the best pair found and a note saying so.
 
 Cost is a model, not a timing (the machine this runs on is shared and timings are noisy): codes
 scanned in the probed lists plus ``REFINE_COST`` per exactly re-scored candidate (a float16 row
-gathered from disk costs about as much as scanning a few PQ codes). ``target_latency`` instead times
+gathered from the mapped store and scored costs about as much as scanning a dozen PQ codes). ``target_latency`` instead times
 single queries and takes the highest recall within the budget.
 
 The PQ code size is chosen earlier, at training time (``choose_code_size``), because changing it
@@ -124,10 +125,6 @@ class Reached(NamedTuple):
 
     mean: float
     low: float
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    return reached_recall(found, truth).mean
 
 
 def reached_recall(found: np.ndarray, truth: np.ndarray) -> Reached:
