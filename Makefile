@@ -11,7 +11,7 @@ help:  ## Show the targets
 
 install: $(STAMP)  ## Create .venv with babelsearch, its models and the test tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml engine/_refine.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes

@@ -445,7 +445,9 @@ def worker_query(system: str, folder: Path, out: Path, cfg: dict) -> list[dict]:
 def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.ndarray, nprobe, factor: int) -> list:
     """babelsearch's refine against faiss' IndexRefineFlat over the very same IVF-PQ index (so the same
     candidates, hence equal recall), single queries interleaved one by one so that the shared machine's
-    noise falls on both alike: the refine's own cost, measured as a ratio."""
+    noise falls on both alike: the refine's own cost, measured as a ratio. At each step the two run
+    different queries, and take turns going first: run back to back on one query, the second would find
+    the inverted lists (and, for babelsearch's own paths, the rows) the first left in the caches."""
     import faiss
 
     base = np.load(folder / "base.npy", mmap_mode="r")
@@ -457,25 +459,38 @@ def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.nda
     params = faiss.IndexRefineSearchParameters(
         k_factor=factor, base_index_params=faiss.SearchParametersIVF(nprobe=int(nprobe))
     )
-    systems = {
-        "ours": lambda q: shards.search(q, K, nprobe=nprobe, refine_factor=factor),
-        "faiss": lambda q: theirs.search(q, K, params=params),
-    }
+    from babelsearch.engine import shards as shards_module
+
+    compiled = shards_module.COMPILED_REFINE
+
+    def ours(q, kernel=compiled):
+        shards_module.COMPILED_REFINE = kernel
+        return shards.search(q, K, nprobe=nprobe, refine_factor=factor)
+
+    systems = {"ours": ours, "faiss": lambda q: theirs.search(q, K, params=params)}
+    if compiled is not None:  # also the path an install without a C compiler takes
+        systems["numpy+faiss"] = lambda q: ours(q, None)
     found = {name: np.asarray(search(queries)[1]) for name, search in systems.items()}
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     times: dict[str, list[float]] = {name: [] for name in systems}
+    names, nq = list(systems), len(queries)
     for _ in range(3):
-        for i in range(len(queries)):
-            for name, search in systems.items():
+        for i in range(nq):
+            for turn in range(len(names)):
+                name = names[(i + turn) % len(names)]
+                q = (i + names.index(name) * (nq // len(names))) % nq
                 started = time.perf_counter()
-                search(queries[i : i + 1])
+                systems[name](queries[q : q + 1])
                 times[name].append((time.perf_counter() - started) * 1000)
     faiss.omp_set_num_threads(threads)
+    shards_module.COMPILED_REFINE = compiled
     p50 = {name: float(np.percentile(t, 50)) for name, t in times.items()}
+    kind = "compiled" if compiled is not None else "numpy + faiss: no compiled refine in this install"
     labels = {
-        "ours": f"refine side by side: ours (float16, mapped), {p50['ours'] / p50['faiss']:.2f}x faiss' p50",
+        "ours": f"refine side by side: ours (float16, mapped, {kind}), {p50['ours'] / p50['faiss']:.2f}x faiss' p50",
         "faiss": "refine side by side: faiss IndexRefineFlat on the same IVF-PQ (float32 in RAM)",
+        "numpy+faiss": f"refine side by side: ours without the compiled kernel, {p50.get('numpy+faiss', 0) / p50['faiss']:.2f}x",
     }
     return [
         {
@@ -486,6 +501,7 @@ def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.nda
             "qps": None,
             "ram": None,
             "mapped": None,
+            "build_s": None,
         }
         for name in systems
     ]
@@ -550,7 +566,7 @@ def fmt_row(system: str, built: dict, row: dict | None, n: int) -> str:
         return "" if value is None else format(value, spec)
 
     return (
-        f"| {system} | {row['label']} | {built['build_s']:.0f} | {number(row['ram'], '.0f')} | "
+        f"| {system} | {row['label']} | {number(row.get('build_s', built['build_s']), '.0f')} | {number(row['ram'], '.0f')} | "
         f"{number(row['mapped'], '.0f')} | {row['recall']:.3f} | {row['p50']:.2f} | {row['p99']:.2f} | "
         f"{number(row['qps'], ',.0f')} |"
     )

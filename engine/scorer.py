@@ -1,7 +1,8 @@
 """Exact re-scoring of candidate rows by faiss' own kernels, without a float16 -> float32 pass in numpy.
 
-Used by engine/shards.py's refine: each query's candidate rows are copied (still float16) from the
-memory-mapped refine store into the code buffer of a small flat faiss index, which scores and sorts them.
+engine/shards.py's refine where the compiled kernel (engine/_refine.c) is not built: each query's
+candidate rows are copied (still float16) from the memory-mapped refine store into the code buffer of a
+small flat faiss index, which scores and sorts them.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Flat shards are searched one by one and their top-k lists merged.
 
 Each shard keeps its vectors beside it (``*.vectors.npy``, memory-mapped, rows sorted by id in
 ``*.ids.npy``): they re-score candidates exactly (refine) and serve ``vectors_for_ids`` and
-``iter_vectors`` without holding float vectors in RAM.
+``iter_vectors`` without holding float vectors in RAM. The refine is one call into a compiled kernel
+(engine/_refine.c) where the install built it, else numpy gathers and faiss scores (engine/scorer.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ import numpy as np
 from .ivf import combine_ivf_shards, id_selector, is_ivf, ivf_search_params, merge_results, read_ivf_shard
 from .layout import Manifest, ShardInfo, damaged
 from .scorer import SCORER_DTYPES, Scorer, scorer_for
+
+try:  # the refine's compiled kernel (engine/_refine.c), built by the install where a C compiler is at hand
+    from . import _refine as _compiled
+except ImportError:  # pragma: no cover - an install without a compiler
+    _compiled = None  # type: ignore[assignment]
+
+# the compiled refine, where it was built and the CPU has its SIMD kernel (else numpy + faiss, same results)
+COMPILED_REFINE = _compiled if _compiled is not None and _compiled.FAST else None
 
 # candidate rows gathered at once: bounds a batch's (queries x candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
@@ -213,16 +222,22 @@ class ShardSet:
         """Exact scores for candidate ids from the stored vectors: the best ``keep`` (default: all) of
         each row, best first; slots past a row's known candidates hold id -1 and score -inf."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
         keep = ids.shape[1] if keep is None else max(0, min(int(keep), ids.shape[1]))
-        dtypes = {store.vectors.dtype for store in self.stores}
-        if len(dtypes) != 1 or next(iter(dtypes)) not in SCORER_DTYPES:
+        dtype = self._store_dtype
+        if dtype is None:
             scores, out_ids = self._refine_numpy(queries, ids)
             return scores[:, :keep], out_ids[:, :keep]
+        if COMPILED_REFINE is not None:
+            # one compiled pass per query: locate, gather, score, keep the best (no Python per query)
+            scores = np.empty((len(ids), keep), np.float32)
+            out_ids = np.empty((len(ids), keep), np.int64)
+            COMPILED_REFINE.refine(queries, ids, self._store_arrays, keep, scores, out_ids)
+            return scores, out_ids
         scores = np.full((len(ids), keep), -np.inf, np.float32)
         out_ids = np.full((len(ids), keep), -1, np.int64)
         if keep and ids.size:
-            scorer = scorer_for(self.dim, next(iter(dtypes)), ids.shape[1])
+            scorer = scorer_for(self.dim, dtype, ids.shape[1])
             block = max(1, REFINE_ROWS // ids.shape[1])  # bounds the gathered rows of a batch to tens of MB
             for start in range(0, len(ids), block):
                 part = slice(start, start + block)
@@ -283,6 +298,19 @@ class ShardSet:
             found, where = store.positions(flat)
             owner[found], rows[found] = number, where[found]
         return owner.reshape(ids.shape), rows.reshape(ids.shape)
+
+    @cached_property
+    def _store_dtype(self) -> np.dtype | None:
+        """The stores' one vector dtype where faiss' kernels (and the compiled refine) score it, else None
+        (mixed dtypes: shards written at different times; the numpy refine takes those)."""
+        dtypes = {store.vectors.dtype for store in self.stores} or {np.dtype(np.float32)}
+        dtype = next(iter(dtypes))
+        return dtype if len(dtypes) == 1 and dtype in SCORER_DTYPES else None
+
+    @cached_property
+    def _store_arrays(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """(ids, vectors) of every store, as the compiled refine takes them."""
+        return tuple((store.ids, store.vectors) for store in self.stores)
 
     @cached_property
     def _id_ranges(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from babelsearch.engine import SearchEngine
+from babelsearch.engine import shards as shards_module
 from babelsearch.engine.errors import IndexDamaged
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import RefineStore, ShardSet
@@ -34,6 +35,18 @@ def one_faiss_thread() -> Iterator[None]:
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(threads)
+
+
+@pytest.fixture(params=["compiled", "numpy+faiss"])
+def refine_path(request, monkeypatch) -> str:
+    """Each refine test on both paths: the compiled kernel (engine/_refine.c) and the numpy + faiss
+    refine an install without a C compiler takes; they promise the same results."""
+    if request.param == "compiled":
+        if shards_module.COMPILED_REFINE is None:
+            pytest.skip("the compiled refine is not built here (see test_the_install_built_the_compiled_refine)")
+    else:
+        monkeypatch.setattr(shards_module, "COMPILED_REFINE", None)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +85,7 @@ def test_the_shards_hold_every_vector(data):
 
 
 @pytest.mark.parametrize("k,factor", [(10, 10), (4, 5), (2, 2), (3, 3), (1, 7), (5, 240)])
-def test_refine_rescores_exactly_the_best_k_times_factor_candidates(data, k: int, factor: int):
+def test_refine_rescores_exactly_the_best_k_times_factor_candidates(data, refine_path, k: int, factor: int):
     ivf, queries = data["ivf"], data["queries"]
     scores, ids = ivf.search(queries, k, nprobe=NLIST, refine_factor=factor)
     assert scores.shape == ids.shape == (len(queries), k) and (ids >= 0).all()
@@ -85,7 +98,7 @@ def test_refine_rescores_exactly_the_best_k_times_factor_candidates(data, k: int
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
 
 
-def test_a_pool_covering_the_collection_gives_the_exact_top_k(data):
+def test_a_pool_covering_the_collection_gives_the_exact_top_k(data, refine_path):
     ivf, base, queries = data["ivf"], data["base"], data["queries"]
     k = 5
     _, ids = ivf.search(queries, k, nprobe=NLIST, refine_factor=N // k)
@@ -131,7 +144,7 @@ def test_exact_shards_merge_into_one_exact_ranking(data):
     assert (ids[:, N:] == -1).all() and np.isneginf(scores[:, N:]).all()
 
 
-def test_refine_leaves_empty_and_unknown_slots_last(data):
+def test_refine_leaves_empty_and_unknown_slots_last(data, refine_path):
     ivf, queries = data["ivf"], data["queries"][:2]
     pool = np.array([[5, -1, 7, N + 50], [-1, -1, 3, 4]])
     scores, ids = ivf.refine(queries, pool)
@@ -157,7 +170,7 @@ def test_stored_rows_are_found_by_id_in_a_shard_with_gaps():
 
 
 @pytest.mark.parametrize("dtypes", [("float16", "float16"), ("float16", "float32")])
-def test_refine_of_many_queries_and_candidates_is_exact_on_either_path(dtypes):
+def test_refine_of_many_queries_and_candidates_is_exact_on_either_path(dtypes, refine_path):
     # 20 queries x 4096 candidates: more than one refine block (REFINE_ROWS rows each) of queries;
     # one dtype: faiss' kernels, mixed dtypes (shards written at different times): the numpy path
     rng = np.random.default_rng(5)
@@ -213,7 +226,7 @@ def test_a_shard_of_the_other_kind_is_reported_damaged(data, tmp_path: Path, int
 
 
 @pytest.mark.parametrize("n", [3, 40])
-def test_exact_among_ranks_only_the_allowed_ids(data, n: int):
+def test_exact_among_ranks_only_the_allowed_ids(data, refine_path, n: int):
     flat = data["flat"]
     if not hasattr(flat, "exact_among"):  # added beside this test, by another change under way
         pytest.skip("ShardSet.exact_among is not in this tree")
@@ -252,7 +265,7 @@ def test_an_unreadable_refine_file_is_reported_damaged(data, tmp_path: Path, par
     "layout",
     ["one shard from id 7", "one shard with gaps", "two shards", "two shards, one with gaps", "shards out of order"],
 )
-def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: int):
+def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: int, refine_path):
     # the refine's paths: one shard of consecutive ids (rows by offset), gaps (binary search), several
     # shards gathered per batch; one query (gathered straight into the scorer) or several
     rng = np.random.default_rng(11)
@@ -289,7 +302,7 @@ def test_refine_keeps_the_best_k_exactly_on_every_shard_layout(layout: str, nq: 
         assert (found[q, len(real) :] == -1).all() and np.isneginf(scores[q, len(real) :]).all()
 
 
-def test_a_query_that_scores_nothing_gets_empty_slots_not_a_wrong_id():
+def test_a_query_that_scores_nothing_gets_empty_slots_not_a_wrong_id(refine_path):
     # a NaN query: faiss' scan keeps no candidate; the slots it leaves must read as empty (-1, -inf),
     # never as the last candidate (index -1)
     stores = [RefineStore(np.arange(0, 50, dtype=np.int64), np.ones((50, 4), np.float16))]
