@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +36,10 @@ except ImportError:  # pragma: no cover - an install without a compiler
 
 # the compiled refine, where it was built and the CPU has its SIMD kernel (else numpy + faiss, same results)
 COMPILED_REFINE = _compiled if _compiled is not None and _compiled.FAST else None
+
+# a batch of at least this many queries is refined on faiss' thread count (the kernel releases the GIL):
+# the index-wide passes (tuning, duplicates) and batch searches; a single query stays on its own thread
+PARALLEL_REFINE_QUERIES = 64
 
 # candidate rows gathered at once: bounds a batch's (queries x candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
@@ -209,7 +215,7 @@ class ShardSet:
         for start in range(0, len(allowed), _EXACT_BLOCK):
             block = allowed[start : start + _EXACT_BLOCK]
             wanted = np.broadcast_to(block, (len(queries), len(block)))
-            # the refine's own scorer: float16 rows straight into faiss' SIMD scan, never a float32 copy
+            # the refine itself: float16 rows scored where they lie (compiled, or faiss' scan), never a float32 copy
             scores, ids = self.refine(queries, wanted, keep=n)
             best_scores, best_ids = merge_results([best_scores, scores], [best_ids, ids], n)
         if best_scores.shape[1] < n:  # fewer allowed than wanted: pad as faiss does
@@ -232,7 +238,7 @@ class ShardSet:
             # one compiled pass per query: locate, gather, score, keep the best (no Python per query)
             scores = np.empty((len(ids), keep), np.float32)
             out_ids = np.empty((len(ids), keep), np.int64)
-            COMPILED_REFINE.refine(queries, ids, self._store_arrays, keep, scores, out_ids)
+            _compiled_refine(COMPILED_REFINE, queries, ids, self._store_arrays, keep, scores, out_ids)
             return scores, out_ids
         scores = np.full((len(ids), keep), -np.inf, np.float32)
         out_ids = np.full((len(ids), keep), -1, np.int64)
@@ -352,6 +358,33 @@ class ShardSet:
         if refine_factor <= 1:
             return self.candidates(queries, k, nprobe)
         return self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1], keep=k)
+
+
+_POOLS_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # by thread count, made on the first large batch
+
+
+def _compiled_refine(kernel, queries, ids, stores, keep: int, scores: np.ndarray, out_ids: np.ndarray) -> None:
+    """``kernel.refine``, a large batch split over faiss' thread count (slices of C-contiguous rows stay
+    contiguous, and each thread writes its own rows of the results)."""
+    import faiss
+
+    threads = max(1, faiss.omp_get_max_threads())
+    if threads == 1 or len(queries) < PARALLEL_REFINE_QUERIES:
+        kernel.refine(queries, ids, stores, keep, scores, out_ids)
+        return
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="babelsearch-refine")
+    bounds = np.linspace(0, len(queries), threads + 1).astype(int)
+    parts = [
+        pool.submit(kernel.refine, queries[a:b], ids[a:b], stores, keep, scores[a:b], out_ids[a:b])
+        for a, b in zip(bounds[:-1], bounds[1:])
+        if b > a
+    ]
+    for part in parts:
+        part.result()
 
 
 def open_store(index_dir: Path, manifest: Manifest, shard: ShardInfo) -> RefineStore:

@@ -86,3 +86,30 @@ def test_every_dimension_is_scored_to_its_last_element(dim: int, dtype):
     order = np.argsort(-exact, axis=1, kind="stable")
     np.testing.assert_allclose(scores, np.take_along_axis(exact, order, axis=1), rtol=1e-5, atol=1e-4)
     assert (found == np.take_along_axis(pool, order, axis=1)).mean() > 0.95  # only near ties may swap
+
+
+def test_a_large_batch_split_over_threads_gives_each_query_its_own_results(monkeypatch):
+    # PARALLEL_REFINE_QUERIES or more queries are refined in slices on faiss' thread count: every
+    # slice must land in its own rows, exactly as query-by-query
+    import faiss
+
+    rng = np.random.default_rng(2)
+    dim, n = 16, 3000
+    stores = [
+        shards.RefineStore(ids, rng.standard_normal((len(ids), dim)).astype(np.float16))
+        for ids in (np.arange(0, 1000, dtype=np.int64), np.arange(1000, n, 2, dtype=np.int64))
+    ]
+    shard_set = shards.ShardSet(dim, stores)
+    queries = rng.standard_normal((shards.PARALLEL_REFINE_QUERIES * 3 + 5, dim)).astype(np.float32)
+    pool = rng.integers(0, n, (len(queries), 60))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)  # more than one, whatever this machine has
+    try:
+        scores, found = shard_set.refine(queries, pool, keep=7)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert 3 in shards._POOLS  # the split path ran
+    for q in range(len(queries)):
+        one_scores, one_found = shard_set.refine(queries[q : q + 1], pool[q : q + 1], keep=7)
+        assert found[q].tolist() == one_found[0].tolist()
+        np.testing.assert_array_equal(scores[q], one_scores[0])
