@@ -354,24 +354,23 @@ def worker_query(system: str, folder: Path, out: Path, cfg: dict) -> list[dict]:
         measure(f"defaults, `search_vectors` ({engine.manifest.factory}, nprobe {nprobe}, x{factor})")
         # the index alone (no catalog rows, no near-duplicate folding): what the refine costs against faiss'
         shards = engine._shards
-        r = _timed(
-            lambda q: shards.search(q[None, :], K, nprobe=nprobe, refine_factor=factor),
-            lambda qs: shards.search(qs, K, nprobe=nprobe, refine_factor=factor)[1],
-            queries,
-            truth,
-            singles,
-        )
-        rows.append({"label": "the same, index only (`ShardSet.search`, float16 refine memory-mapped)", **r})
+
+        def index_only(label: str, probes: int, refine: int) -> None:
+            r = _timed(
+                lambda q: shards.search(q[None, :], K, nprobe=probes, refine_factor=refine),
+                lambda qs: shards.search(qs, K, nprobe=probes, refine_factor=refine)[1],
+                queries,
+                truth,
+                singles,
+            )
+            rows.append({"label": label, **r})
+
+        index_only("the same, index only (`ShardSet.search`, float16 refine memory-mapped)", nprobe, factor)
         # what a caller who wants more recall gets by asking per call (no rebuild): against the peers' deep rows
         deep_nprobe, deep_factor = max(nprobe, DEEP_NPROBE), max(factor, DEEP_REFINE)
-        r = _timed(
-            lambda q: shards.search(q[None, :], K, nprobe=deep_nprobe, refine_factor=deep_factor),
-            lambda qs: shards.search(qs, K, nprobe=deep_nprobe, refine_factor=deep_factor)[1],
-            queries,
-            truth,
-            singles,
+        index_only(
+            f"per-call `nprobe={deep_nprobe}, refine_factor={deep_factor}`, index only", deep_nprobe, deep_factor
         )
-        rows.append({"label": f"per-call `nprobe={deep_nprobe}, refine_factor={deep_factor}`, index only", **r})
         after = _anon()
         for row in rows:
             row["ram"], row["mapped"] = (after[0] - before[0]) / n, max(0, after[1] - before[1]) / n
@@ -470,12 +469,12 @@ def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.nda
     params = faiss.IndexRefineSearchParameters(
         k_factor=factor, base_index_params=faiss.SearchParametersIVF(nprobe=int(nprobe))
     )
-    from babelsearch.engine import shards as shards_module
+    from babelsearch.engine import scorer as scorer_module
 
-    compiled = shards_module.COMPILED_REFINE
+    compiled = scorer_module.COMPILED_REFINE
 
     def ours(q, kernel=compiled):
-        shards_module.COMPILED_REFINE = kernel
+        scorer_module.COMPILED_REFINE = kernel
         return shards.search(q, K, nprobe=nprobe, refine_factor=factor)
 
     systems = {"ours": ours, "faiss": lambda q: theirs.search(q, K, params=params)}
@@ -495,7 +494,7 @@ def refine_side_by_side(shards, folder: Path, queries: np.ndarray, truth: np.nda
                 systems[name](queries[q : q + 1])
                 times[name].append((time.perf_counter() - started) * 1000)
     faiss.omp_set_num_threads(threads)
-    shards_module.COMPILED_REFINE = compiled
+    scorer_module.COMPILED_REFINE = compiled
     p50 = {name: float(np.percentile(t, 50)) for name, t in times.items()}
     kind = "compiled" if compiled is not None else "numpy + faiss: no compiled refine in this install"
     labels = {

@@ -6,9 +6,10 @@
  * query costs one pass over its candidates. (Software prefetching of the next rows was measured and
  * gained nothing: out-of-order execution already overlaps the rows' cache misses.)
  *
- * Python side: engine/shards.py (ShardSet.refine); tests: tests/test_guard_shards.py runs every shard
- * layout through this and through the numpy + faiss path it replaces. Only the AVX2/F16C kernel is
- * used (FAST is false elsewhere, and the Python path runs instead).
+ * Python side: engine/scorer.py (compiled_refine), called by ShardSet.refine. Tests:
+ * tests/test_guard_shards.py runs every shard layout through this and through the numpy + faiss path it
+ * replaces; tests/test_compiled_refine.py what it refuses. Only the AVX2/F16C kernel is used (FAST is
+ * false elsewhere, and the Python path runs instead).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -1,15 +1,30 @@
-"""Exact re-scoring of candidate rows by faiss' own kernels, without a float16 -> float32 pass in numpy.
+"""How the refine scores candidate rows exactly, without a float16 -> float32 pass in numpy.
 
-engine/shards.py's refine where the compiled kernel (engine/_refine.c) is not built: each query's
-candidate rows are copied (still float16) from the memory-mapped refine store into the code buffer of a
-small flat faiss index, which scores and sorts them.
+Where the install built it (a C compiler) and the CPU has AVX2/F16C, one call into the compiled kernel
+(engine/_refine.c) locates, scores and keeps the best of every query's candidates, a large batch split
+over faiss' thread count (``compiled_refine``). Elsewhere each query's candidate rows are copied (still
+float16) from the memory-mapped refine store into the code buffer of a small flat faiss index, which
+scores and sorts them (``Scorer``). Both give the same results; engine/shards.py chooses.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+try:  # the refine's compiled kernel (engine/_refine.c), built by the install where a C compiler is at hand
+    from . import _refine as _compiled
+except ImportError:  # pragma: no cover - an install without a compiler
+    _compiled = None  # type: ignore[assignment]
+
+# the compiled refine, where it was built and the CPU has its SIMD kernel (else numpy + faiss, same results)
+COMPILED_REFINE = _compiled if _compiled is not None and _compiled.FAST else None
+
+# a batch of at least this many queries is refined on faiss' thread count (the kernel releases the GIL):
+# the index-wide passes (tuning, duplicates) and batch searches; a single query stays on its own thread
+PARALLEL_REFINE_QUERIES = 64
 
 SCORER_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
@@ -57,3 +72,33 @@ def scorer_for(dim: int, dtype: np.dtype, capacity: int) -> Scorer:
     if scorer is None or len(scorer.rows) < capacity:
         scorer = cached[(dim, dtype.str)] = Scorer(dim, dtype, capacity)
     return scorer
+
+
+_POOLS_LOCK = threading.Lock()
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # by thread count, made on the first large batch
+
+
+def compiled_refine(queries, ids, stores, keep: int, scores: np.ndarray, out_ids: np.ndarray) -> None:
+    """``COMPILED_REFINE.refine``, a large batch split over faiss' thread count (slices of C-contiguous
+    rows stay contiguous, and each thread writes its own rows of the results)."""
+    import faiss
+
+    kernel = COMPILED_REFINE
+    if kernel is None:
+        raise RuntimeError("the compiled refine is not built here: use the Scorer")
+    threads = max(1, faiss.omp_get_max_threads())
+    if threads == 1 or len(queries) < PARALLEL_REFINE_QUERIES:
+        kernel.refine(queries, ids, stores, keep, scores, out_ids)
+        return
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="babelsearch-refine")
+    bounds = np.linspace(0, len(queries), threads + 1).astype(int)
+    parts = [
+        pool.submit(kernel.refine, queries[a:b], ids[a:b], stores, keep, scores[a:b], out_ids[a:b])
+        for a, b in zip(bounds[:-1], bounds[1:])
+        if b > a
+    ]
+    for part in parts:
+        part.result()

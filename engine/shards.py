@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,21 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from . import scorer as scoring
 from .ivf import combine_ivf_shards, id_selector, is_ivf, ivf_search_params, merge_results, read_ivf_shard
 from .layout import Manifest, ShardInfo, damaged
 from .scorer import SCORER_DTYPES, Scorer, scorer_for
-
-try:  # the refine's compiled kernel (engine/_refine.c), built by the install where a C compiler is at hand
-    from . import _refine as _compiled
-except ImportError:  # pragma: no cover - an install without a compiler
-    _compiled = None  # type: ignore[assignment]
-
-# the compiled refine, where it was built and the CPU has its SIMD kernel (else numpy + faiss, same results)
-COMPILED_REFINE = _compiled if _compiled is not None and _compiled.FAST else None
-
-# a batch of at least this many queries is refined on faiss' thread count (the kernel releases the GIL):
-# the index-wide passes (tuning, duplicates) and batch searches; a single query stays on its own thread
-PARALLEL_REFINE_QUERIES = 64
 
 # candidate rows gathered at once: bounds a batch's (queries x candidates, dim) block to tens of MB
 REFINE_ROWS = 32_768
@@ -234,11 +221,11 @@ class ShardSet:
         if dtype is None:
             scores, out_ids = self._refine_numpy(queries, ids)
             return scores[:, :keep], out_ids[:, :keep]
-        if COMPILED_REFINE is not None:
+        if scoring.COMPILED_REFINE is not None:
             # one compiled pass per query: locate, gather, score, keep the best (no Python per query)
             scores = np.empty((len(ids), keep), np.float32)
             out_ids = np.empty((len(ids), keep), np.int64)
-            _compiled_refine(COMPILED_REFINE, queries, ids, self._store_arrays, keep, scores, out_ids)
+            scoring.compiled_refine(queries, ids, self._store_arrays, keep, scores, out_ids)
             return scores, out_ids
         scores = np.full((len(ids), keep), -np.inf, np.float32)
         out_ids = np.full((len(ids), keep), -1, np.int64)
@@ -358,33 +345,6 @@ class ShardSet:
         if refine_factor <= 1:
             return self.candidates(queries, k, nprobe)
         return self.refine(queries, self.candidates(queries, k * refine_factor, nprobe)[1], keep=k)
-
-
-_POOLS_LOCK = threading.Lock()
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # by thread count, made on the first large batch
-
-
-def _compiled_refine(kernel, queries, ids, stores, keep: int, scores: np.ndarray, out_ids: np.ndarray) -> None:
-    """``kernel.refine``, a large batch split over faiss' thread count (slices of C-contiguous rows stay
-    contiguous, and each thread writes its own rows of the results)."""
-    import faiss
-
-    threads = max(1, faiss.omp_get_max_threads())
-    if threads == 1 or len(queries) < PARALLEL_REFINE_QUERIES:
-        kernel.refine(queries, ids, stores, keep, scores, out_ids)
-        return
-    with _POOLS_LOCK:
-        pool = _POOLS.get(threads)
-        if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="babelsearch-refine")
-    bounds = np.linspace(0, len(queries), threads + 1).astype(int)
-    parts = [
-        pool.submit(kernel.refine, queries[a:b], ids[a:b], stores, keep, scores[a:b], out_ids[a:b])
-        for a, b in zip(bounds[:-1], bounds[1:])
-        if b > a
-    ]
-    for part in parts:
-        part.result()
 
 
 def open_store(index_dir: Path, manifest: Manifest, shard: ShardInfo) -> RefineStore:

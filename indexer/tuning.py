@@ -11,8 +11,8 @@ cannot reach records the best pair found and a note saying so.
 
 Cost is a model, not a timing (the machine this runs on is shared and timings are noisy): codes
 scanned in the probed lists plus ``REFINE_COST`` per exactly re-scored candidate (a float16 row
-gathered from the mapped store and scored costs about as much as scanning a dozen PQ codes). ``target_latency`` instead times
-single queries and takes the highest recall within the budget.
+gathered from the mapped store and scored costs about as much as scanning a dozen PQ codes).
+``target_latency`` instead times single queries and takes the highest recall within the budget.
 
 The PQ code size is chosen earlier, at training time (``choose_code_size``), because changing it
 means re-encoding every vector: on the training sample, with realistic queries (the index's query-bank

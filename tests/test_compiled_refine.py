@@ -8,7 +8,7 @@ import platform
 import numpy as np
 import pytest
 
-from babelsearch.engine import shards
+from babelsearch.engine import scorer, shards
 
 kernel = pytest.importorskip("babelsearch.engine._refine", reason="the install built no compiled refine")
 
@@ -18,7 +18,7 @@ def test_the_install_built_the_compiled_refine():
     # search silently takes the slower path
     if platform.machine() not in {"x86_64", "AMD64"}:
         pytest.skip(f"the SIMD kernel is x86-64 only; this is {platform.machine()}")
-    assert kernel.FAST and shards.COMPILED_REFINE is kernel
+    assert kernel.FAST and scorer.COMPILED_REFINE is kernel
 
 
 def call(queries, ids, stores, keep):
@@ -100,7 +100,7 @@ def test_a_large_batch_split_over_threads_gives_each_query_its_own_results(monke
         for ids in (np.arange(0, 1000, dtype=np.int64), np.arange(1000, n, 2, dtype=np.int64))
     ]
     shard_set = shards.ShardSet(dim, stores)
-    queries = rng.standard_normal((shards.PARALLEL_REFINE_QUERIES * 3 + 5, dim)).astype(np.float32)
+    queries = rng.standard_normal((scorer.PARALLEL_REFINE_QUERIES * 3 + 5, dim)).astype(np.float32)
     pool = rng.integers(0, n, (len(queries), 60))
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(3)  # more than one, whatever this machine has
@@ -108,7 +108,7 @@ def test_a_large_batch_split_over_threads_gives_each_query_its_own_results(monke
         scores, found = shard_set.refine(queries, pool, keep=7)
     finally:
         faiss.omp_set_num_threads(threads)
-    assert 3 in shards._POOLS  # the split path ran
+    assert 3 in scorer._POOLS  # the split path ran
     for q in range(len(queries)):
         one_scores, one_found = shard_set.refine(queries[q : q + 1], pool[q : q + 1], keep=7)
         assert found[q].tolist() == one_found[0].tolist()

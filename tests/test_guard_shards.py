@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from babelsearch.engine import SearchEngine
-from babelsearch.engine import shards as shards_module
+from babelsearch.engine import scorer as scorer_module
 from babelsearch.engine.errors import IndexDamaged
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import RefineStore, ShardSet
@@ -42,10 +42,10 @@ def refine_path(request, monkeypatch) -> str:
     """Each refine test on both paths: the compiled kernel (engine/_refine.c) and the numpy + faiss
     refine an install without a C compiler takes; they promise the same results."""
     if request.param == "compiled":
-        if shards_module.COMPILED_REFINE is None:
+        if scorer_module.COMPILED_REFINE is None:
             pytest.skip("the compiled refine is not built here (see test_the_install_built_the_compiled_refine)")
     else:
-        monkeypatch.setattr(shards_module, "COMPILED_REFINE", None)
+        monkeypatch.setattr(scorer_module, "COMPILED_REFINE", None)
     return request.param
 
 
