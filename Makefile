@@ -4,19 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-peers bench-ray
+.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-peers bench-ray train-model bench-quality
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## Create .venv with babelsearch, its models and the test tools
 
-$(STAMP): pyproject.toml engine/_refine.c
+$(STAMP): pyproject.toml engine/_refine.c engine/resources/babel_lite_captions.npz
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint,clip,ray]'
+	# the model's derived files (image tower export, dictionary, query-bank vectors): made now, not on first use
+	$(BIN)/babelsearch prepare
 	touch $@
 
 demo: install  ## Build the demo collection into data/, index it, search it in several languages
@@ -47,6 +49,13 @@ bench-index: install  ## Benchmark the index on 1,000,000 synthetic 384-d vector
 
 bench-peers: install  ## babelsearch vs faiss, hnswlib, usearch, LanceDB, autofaiss at 300k and 1M (peers in data/peers-venv; hours on 2 cores; QUICK=1: 50k)
 	$(BIN)/python benchmarks/bench_peers.py $(if $(QUICK),--quick)
+
+CAPTIONS := ../shared/data/captions
+train-model: install  ## Retrain babel-lite's caption heads from ../shared's caption set (train split) -> engine/resources (about 50 min cold, 3 warm)
+	$(BIN)/python -m babelsearch.training $(CAPTIONS) --work data/train-cache
+
+bench-quality: install  ## Caption recall (Flickr8k and CC3M test pools, XTD10 protocol) and class-name recall (93 languages) of the bundled model
+	$(BIN)/python benchmarks/bench_quality.py
 
 SAMPLE := ../shared/data/imagenet-sample
 eval-sample: install  ## Margin reranking vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval

@@ -26,7 +26,22 @@ SKIMAGE_PHOTOS = {
     "horse": "horse.png",
 }
 
-DEMO_QUERIES = ["Katze", "猫", "café", "ракета", "寺院", "fleur", "قطة", "कॉफ़ी", "cohete", "Pferd"]
+# names in many languages, then descriptions (babel-lite 3 reads sentences too)
+DEMO_QUERIES = [
+    "Katze",
+    "猫",
+    "café",
+    "ракета",
+    "寺院",
+    "fleur",
+    "قطة",
+    "कॉफ़ी",
+    "cohete",
+    "Pferd",
+    "eine Tasse Kaffee auf einem Tisch",
+    "a man standing with a camera on a tripod",
+    "un templo chino junto a los árboles",
+]
 
 
 def assemble_demo_photos(target: str | Path) -> list[Path]:

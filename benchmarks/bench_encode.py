@@ -9,7 +9,9 @@ Measures, over the photos in DIR (default: ../shared's 1000-photo ImageNet sampl
   * end to end: indexer.build_index with a warm encoder (and how much of the wall time the model
     was busy: near 100% means decoding never kept it waiting), and `babelsearch index` as a fresh
     process (imports, model load and all);
-  * text-query encode latency (p50/p99) for short queries in several languages.
+  * text-query encode latency (p50/p99) for short queries in several languages;
+  * babel-lite 3 against babel-lite 2's computation (concepts only: a logits-only tower and ConSE),
+    side by side in one run, taking turns: images/s of the model and the text query p50.
 Wall-clock rates depend on what else runs on the machine: the load average is printed, and the
 CPU-ms per image (all threads of this process) is given as the load-independent figure.
 """
@@ -243,7 +245,93 @@ def main() -> int:
     )
     print(f"| cosine onnxruntime vs torch, {n_ref} images (min / mean) | {cosine.min():.7f} / {cosine.mean():.7f} |")
     print(f"| images below cosine 0.999 | {int((cosine < 0.999).sum())} |")
+    print()
+    side_by_side(fast, images, args.batch)
     return 0
+
+
+def concepts_only(encoder: BabelLiteEncoder, folder: Path):
+    """babel-lite 2's computation: the classifier alone exported (logits, no pooled stages), then ConSE."""
+    import torch
+
+    from babelsearch.engine.encoders.image_runtime import load_torch_model
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, crops):
+            return self.inner((crops.permute(0, 3, 1, 2).float() - 127.0) / 128.0)
+
+    path = folder / "logits-only.onnx"
+    torch.onnx.export(
+        Logits(load_torch_model()).eval(),
+        (torch.zeros(1, 224, 224, 3, dtype=torch.uint8),),
+        str(path),
+        input_names=["crops"],
+        output_names=["logits"],
+        dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def images_v2(images) -> np.ndarray:
+        crops = np.stack([encoder.crop(image) for image in images])
+        return encoder.concept_image_vectors(session.run(None, {"crops": crops})[0])
+
+    def texts_v2(texts) -> np.ndarray:
+        from babelsearch.engine.encoders import normalize_rows
+        from babelsearch.engine.encoders.babel_lite import normalize_query_text
+
+        e5 = encoder.e5_query_vectors([normalize_query_text(t) for t in texts])
+        return normalize_rows(e5 - encoder.space.query_mean)
+
+    return images_v2, texts_v2
+
+
+def side_by_side(encoder: BabelLiteEncoder, images: list, batch: int, rounds: int = 5) -> None:
+    """Images/s and query p50 of babel-lite 3 and of babel-lite 2's computation, taking turns."""
+    with tempfile.TemporaryDirectory() as tmp:
+        images_v2, texts_v2 = concepts_only(encoder, Path(tmp))
+        batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+        per_round = max(1, len(batches) // rounds)
+        seconds = {"3": 0.0, "2": 0.0}
+        done = {"3": 0, "2": 0}
+        images_v2(batches[0])
+        encoder.encode_images(batches[0])
+        for r in range(rounds):
+            chunk = batches[r * per_round : (r + 1) * per_round]
+            order = [("3", encoder.encode_images), ("2", images_v2)]
+            for version, run in order if r % 2 == 0 else order[::-1]:
+                with Timer() as t:
+                    for part in chunk:
+                        run(part)
+                seconds[version] += t.wall
+                done[version] += sum(len(part) for part in chunk)
+        latency = {"3": [], "2": []}
+        texts_v2(["warm up"])
+        for i in range(20 * len(QUERIES)):
+            query = [QUERIES[i % len(QUERIES)]]
+            order = [("3", encoder.encode_texts), ("2", texts_v2)]
+            for version, run in order if i % 2 == 0 else order[::-1]:
+                with Timer() as t:
+                    run(query)
+                latency[version].append(t.wall * 1000)
+    rate = {v: done[v] / seconds[v] for v in seconds}
+    p50 = {v: float(np.percentile(latency[v], 50)) for v in latency}
+    print("babel-lite 3 (concepts + captions) against babel-lite 2's computation (concepts only), taking turns:\n")
+    print(f"| | images/s, model alone (batch {batch}) | text query p50 ms |")
+    print("|---|---:|---:|")
+    print(f"| babel-lite 2 (concepts only) | {rate['2']:.1f} | {p50['2']:.1f} |")
+    print(f"| babel-lite 3 | {rate['3']:.1f} | {p50['3']:.1f} |")
+    print(f"| 3 / 2 | {rate['3'] / rate['2']:.2f}x | {p50['3'] / p50['2']:.2f}x |")
 
 
 def query_latencies(encoder, rounds: int = 20) -> tuple[list[float], list[float]]:

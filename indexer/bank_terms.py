@@ -222,19 +222,23 @@ def _bank_vectors(index_dir: Path, encoder: Encoder, default_texts: list[str], u
         if not texts:
             continue
         if name == "default":
-            # the shipped bank is embedded once per machine and model, then copied into each index
-            shared = user_cache_dir() / f"bank-{key}.npy"
-            if not local.exists() and shared.exists():
-                save_vectors(local, embed_texts_cached(encoder, texts, shared))
+            if not local.exists():
+                save_vectors(local, default_bank_vectors(encoder, texts, key))
             vectors.append(embed_texts_cached(encoder, texts, local))
-            if not shared.exists():
-                try:
-                    save_vectors(shared, vectors[-1])
-                except OSError:
-                    pass  # an unwritable per-user cache only costs time later
         else:
             vectors.append(embed_texts_cached(encoder, texts, local))
     return np.concatenate(vectors)
+
+
+def default_bank_vectors(encoder: Encoder, texts: list[str] | None = None, key: str | None = None) -> np.ndarray:
+    """The shipped bank's vectors: embedded once per machine and model into the per-user cache (by
+    ``babelsearch prepare`` at install, else by the first index run), then copied into each index."""
+    texts = default_bank_texts() if texts is None else texts
+    shared = user_cache_dir() / f"bank-{key or vectors_key(encoder, texts)}.npy"
+    try:
+        return embed_texts_cached(encoder, texts, shared)
+    except OSError:  # an unwritable per-user cache only costs time later
+        return np.ascontiguousarray(encoder.encode_texts(texts), dtype=np.float32)
 
 
 def _vectors_of(shards, ids: list[int], batch_size: int = 65536):

@@ -6,7 +6,10 @@ result list. Sources, all written here or shipped with the package:
 
 * the first WordNet lemma of each of the 1000 ImageNet classes (engine/resources/imagenet_classes.tsv),
 * 40 everyday concepts in 15 languages, bare and in that language's "photo of" shape (written by
-  hand for this file).
+  hand for this file),
+* DESCRIPTIONS sentences in the shape people describe photos ("two children playing in the snow",
+  "a plate of pasta on a wooden table"), drawn with a fixed seed from a small grammar written by hand
+  for this file (babel-lite 3 reads a sentence by its caption part, and these stand for such queries).
 
 With the wide neighbourhoods margin reranking uses (k = 256 up to the whole bank), the bank's make-up
 hardly matters: on the shared sample, all lemmas, all lemmas in eight English prompt shapes, or the
@@ -131,6 +134,175 @@ CONCEPTS = {
 }
 
 
+# The description grammar: who or what, doing what, where; and scenes, objects and images as the web
+# describes them. Written here; no caption of any data set is in it.
+WHO = [
+    "a man",
+    "a woman",
+    "a young boy",
+    "a little girl",
+    "two children",
+    "a group of people",
+    "an old man",
+    "an old woman",
+    "a couple",
+    "a crowd of people",
+    "a baby",
+    "a teenager",
+    "two men",
+    "two women",
+    "a family",
+    "a man in a red shirt",
+    "a woman in a blue dress",
+    "a boy in a yellow jacket",
+    "a girl with long hair",
+    "a man with a beard",
+    "a football player",
+    "a cyclist",
+    "a surfer",
+    "a skier",
+    "a climber",
+    "a runner",
+    "a musician",
+    "a dancer",
+    "a dog",
+    "a black dog",
+    "a brown dog",
+    "a white dog",
+    "two dogs",
+    "a small dog",
+    "a cat",
+    "a horse",
+    "a bird",
+    "a cow",
+    "a child",
+]
+DOING = [
+    "walking",
+    "running",
+    "sitting",
+    "standing",
+    "playing",
+    "jumping",
+    "smiling",
+    "laughing",
+    "riding a bicycle",
+    "swimming",
+    "climbing a rock",
+    "eating",
+    "reading a book",
+    "holding an umbrella",
+    "looking at the camera",
+    "playing with a ball",
+    "dancing",
+    "waiting",
+    "carrying a bag",
+    "talking on the phone",
+    "taking a picture",
+    "lying down",
+    "pushing a stroller",
+    "riding a horse",
+    "throwing a frisbee",
+    "playing the guitar",
+    "skating",
+    "catching a ball",
+    "resting",
+    "drinking coffee",
+]
+WHERE = [
+    "on the beach",
+    "in the snow",
+    "in a park",
+    "on a city street",
+    "in the water",
+    "on the grass",
+    "in front of a building",
+    "on a mountain",
+    "in a field",
+    "at night",
+    "in the rain",
+    "near a lake",
+    "on a stage",
+    "in a kitchen",
+    "on a sidewalk",
+    "in the forest",
+    "in a crowded market",
+    "on a bridge",
+    "at the airport",
+    "by the sea",
+    "in a garden",
+    "on a dirt road",
+    "in a classroom",
+    "in a restaurant",
+    "at a concert",
+    "in the desert",
+    "on a boat",
+    "in a swimming pool",
+]
+SCENES = [
+    "a plate of pasta on a wooden table",
+    "a bowl of fresh fruit",
+    "a cup of coffee and a croissant",
+    "a modern living room with a grey sofa",
+    "a bedroom with white walls",
+    "an old church in a small town",
+    "a city skyline at night",
+    "an aerial view of a city",
+    "a sunset over the ocean",
+    "a snowy mountain landscape",
+    "a waterfall in the forest",
+    "a field of yellow flowers",
+    "a busy street in the city centre",
+    "a red car parked on the street",
+    "a train at the station",
+    "a sailing boat on a lake",
+    "a bride and groom at their wedding",
+    "a birthday cake with candles",
+    "a crowd at a football match",
+    "a singer performing on stage",
+    "a portrait of a smiling woman",
+    "a close-up of a cat's face",
+    "an illustration of a cartoon character",
+    "a vector icon of a house",
+    "a drawing of a flower",
+    "a black and white photo of an old street",
+    "a painting of a landscape",
+    "a map of the world",
+    "a poster with large letters",
+    "a screenshot of a web page",
+    "a logo on a white background",
+    "a pair of running shoes",
+    "a leather handbag",
+    "a wooden chair",
+    "a kitchen with white cabinets",
+    "a Christmas tree with lights",
+    "fireworks over the city",
+    "a library full of books",
+    "a person working on a laptop",
+    "a doctor in a hospital",
+    "students in a lecture hall",
+    "a farmer in a field",
+    "a fisherman on a boat",
+    "tourists in front of a monument",
+]
+DESCRIPTIONS = 1200
+
+
+def descriptions(count: int = DESCRIPTIONS, seed: int = 0) -> list[str]:
+    """The scenes, then ``count`` - len(SCENES) distinct who-doing-where sentences drawn with ``seed``."""
+    import random
+
+    draw = random.Random(seed)
+    made = list(SCENES)
+    seen = set(made)
+    while len(made) < count:
+        text = f"{draw.choice(WHO)} {draw.choice(DOING)} {draw.choice(WHERE)}"
+        if text not in seen:
+            seen.add(text)
+            made.append(text)
+    return made
+
+
 def class_lemmas() -> list[list[str]]:
     rows = [line.split("\t") for line in CLASSES.read_text("utf-8").splitlines()[1:] if line.strip()]
     return [[name.strip() for name in row[1].split(",") if name.strip()] for row in rows]
@@ -144,6 +316,7 @@ def bank_texts() -> list[str]:
             raise SystemExit(f"{language}: {len(words)} concepts, expected {len(CONCEPTS_EN)}")
         for word in words:
             texts.extend([word, shape.format(word)])
+    texts.extend(descriptions())
     return list(dict.fromkeys(texts))  # each text once, first occurrence kept
 
 
@@ -152,7 +325,7 @@ def main() -> None:
     header = [
         "# babelsearch default query bank (generated by scripts/make_query_bank.py; do not edit)",
         f"# {len(texts)} texts: the ImageNet class names, 40 everyday concepts in {len(CONCEPTS)} languages "
-        "(bare and as a photo of them)",
+        f"(bare and as a photo of them), {DESCRIPTIONS} descriptions of photos",
     ]
     OUT.write_text("\n".join(header + texts) + "\n", "utf-8")
     print(f"wrote {len(texts)} texts to {OUT.relative_to(ROOT)}")

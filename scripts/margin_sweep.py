@@ -2,6 +2,11 @@
 defaults were chosen. Queries are encoded once (``--cache``) and every setting reranks the same candidates.
 
     python scripts/margin_sweep.py INDEX --labels LABELS.json --truth TRUTH.tsv [--cache DIR]
+    python scripts/margin_sweep.py INDEX --truth CAPTIONS.tsv --build --model-file MODEL.npz
+
+``--build`` indexes the truth file's photos into INDEX first (a caption truth file is a path list);
+``--model-file`` puts another babel-lite model file (a training run's, say one that held out the
+photos swept here) behind the ``babel-lite`` spec for this process.
 """
 
 from __future__ import annotations
@@ -26,7 +31,19 @@ def main() -> None:
     parser.add_argument("--languages", default=None)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--modes", default="distance,margin")
+    parser.add_argument("--build", action="store_true", help="index the truth file's photos into INDEX first")
+    parser.add_argument("--model-file", default=None, help="a babel-lite model file to use instead of the shipped one")
     args = parser.parse_args()
+    if args.model_file:
+        from babelsearch.engine.encoders import register_encoder
+        from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder
+
+        trial = BabelLiteEncoder(model_file=args.model_file)
+        register_encoder("babel-lite", lambda spec: trial)
+    if args.build and not Path(args.index, "manifest.json").exists():
+        from babelsearch.indexer import build_index
+
+        build_index([args.truth], args.index, model="babel-lite", progress=False)
     eval_set = load_eval_set(args.truth, args.labels, args.languages.split(",") if args.languages else None)
     engine = SearchEngine.open(args.index)
     base = evaluate(engine, eval_set, ks=[10], modes=["none"], cache_dir=args.cache)

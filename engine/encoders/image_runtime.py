@@ -1,7 +1,11 @@
 """Inference for babel-lite's image tower: ONNX Runtime when installed, torch as fallback and reference.
 
-Both towers take centre crops as uint8 ``(n, 224, 224, 3)`` and return ``(n, 1000)`` float32 logits.
-The normalisation ``(x - 127) / 128`` runs inside the tower, so callers only cut crops.
+Both towers take centre crops as uint8 ``(n, 224, 224, 3)`` and return, from one forward pass, the
+``(n, 1000)`` float32 logits and ``(n, FEATURES)`` pooled features: the final feature map averaged
+(1280), then the mean and the maximum of five stages' outputs (blocks 4, 7, 10, 14 and 15 of
+EfficientNet-Lite0: 40, 80, 112, 192 and 320 channels). The logits feed babel-lite's ImageNet
+concepts, the features its caption-trained head (``babel_lite``). The normalisation ``(x - 127) / 128``
+runs inside the tower, so callers only cut crops.
 
 Why ONNX Runtime: on 2 CPU cores the torch eager module spends most of its time outside the
 convolutions (explicit TF-style padding, unfused batch norm, clamp); ONNX Runtime folds all of it
@@ -12,6 +16,7 @@ The ONNX file is exported from the torch weights once and cached, keyed by the w
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -21,17 +26,26 @@ import numpy as np
 
 from ..errors import BabelsearchError
 
+logger = logging.getLogger(__name__)
+
 BACKENDS = ("auto", "onnx", "torch")
 BACKEND_ENV = "BABELSEARCH_IMAGE_BACKEND"
-# Bump when the exported graph changes (wrapper, opset), so old cache files are not reused.
-EXPORT_FORMAT = 1
+# Bump when the exported graph changes (wrapper, outputs, opset), so old cache files are not reused.
+EXPORT_FORMAT = 2
 CHUNK = 32  # images per forward pass: bounds memory for any list length
+CLASSES = 1000
+FINAL_CHANNELS = 1280
+# the blocks whose outputs are pooled into the features, and their channels
+STAGE_BLOCKS = (4, 7, 10, 14, 15)
+STAGE_CHANNELS = (40, 80, 112, 192, 320)
+FEATURES = FINAL_CHANNELS + 2 * sum(STAGE_CHANNELS)  # 2768
 
 
 class ImageTower(Protocol):
     backend: str
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:  # uint8 (n, 224, 224, 3) -> float32 (n, 1000)
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (n, 224, 224, 3) -> float32 logits (n, 1000) and features (n, FEATURES)."""
         ...
 
 
@@ -51,19 +65,38 @@ def load_torch_model():
     return model.eval()
 
 
-def _normalising_module(model):
-    """uint8 NHWC crops -> the classifier's float NCHW input -> logits, as one module (for export)."""
+def tower_module(model):
+    """uint8 NHWC crops -> (logits, features), as one module: what torch runs and ONNX exports.
+
+    It walks the classifier's own layers (``extract_features`` and ``forward`` of efficientnet_lite_pytorch
+    unrolled) so that the stages' outputs are at hand; the logits are the classifier's, unchanged.
+    """
     import torch
 
-    class Normalised(torch.nn.Module):
+    class Tower(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
         def forward(self, crops):
-            return self.inner((crops.permute(0, 3, 1, 2).float() - 127.0) / 128.0)
+            net = self.inner
+            # the same float32 arithmetic as BabelLiteEncoder.preprocess
+            x = (crops.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            pooled = []
+            for index, block in enumerate(net._blocks):
+                x = block(x)
+                if index in STAGE_BLOCKS:
+                    pooled += [x.mean((2, 3)), x.amax((2, 3))]
+            final = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+            logits = net._fc(final)  # eval mode: the classifier's dropout is the identity
+            return logits, torch.cat([final, *pooled], 1)
 
-    return Normalised(model).eval()
+    return Tower(model).eval()
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, CLASSES), np.float32), np.zeros((0, FEATURES), np.float32)
 
 
 class TorchTower:
@@ -72,19 +105,19 @@ class TorchTower:
     backend = "torch"
 
     def __init__(self, model=None) -> None:
-        self.model = model if model is not None else load_torch_model()
+        self.module = tower_module(model if model is not None else load_torch_model())
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        out = []
+        logits, features = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), CHUNK):
                 chunk = torch.from_numpy(np.require(crops[start : start + CHUNK], requirements=["C", "W"]))
-                # the same float32 arithmetic as BabelLiteEncoder.preprocess
-                pixels = (chunk.permute(0, 3, 1, 2).float() - 127.0) / 128.0
-                out.append(self.model(pixels).numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+                out = self.module(chunk)
+                logits.append(out[0].numpy())
+                features.append(out[1].numpy())
+        return (np.concatenate(logits), np.concatenate(features)) if logits else _empty()
 
 
 class OnnxTower:
@@ -106,13 +139,19 @@ class OnnxTower:
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        outputs = [output.name for output in self.session.get_outputs()]
+        if outputs != ["logits", "features"]:  # another export's graph under this name: export again
+            raise ValueError(f"{path} has outputs {outputs}, not logits and features")
 
-    def logits(self, crops: np.ndarray) -> np.ndarray:
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = [
-            self.session.run(None, {self.input_name: np.ascontiguousarray(crops[start : start + CHUNK])})[0]
+            self.session.run(None, {self.input_name: np.ascontiguousarray(crops[start : start + CHUNK])})
             for start in range(0, len(crops), CHUNK)
         ]
-        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, 1000), np.float32)
+        if not out:
+            return _empty()
+        logits = np.concatenate([o[0] for o in out]).astype(np.float32, copy=False)
+        return logits, np.concatenate([o[1] for o in out]).astype(np.float32, copy=False)
 
 
 def _usable_cores() -> int:
@@ -130,10 +169,10 @@ def onnx_cache_path(cache_dir: Path) -> Path:
 
 
 def export_onnx(path: Path, model=None) -> Path:
-    """Export the normalising tower to ``path`` (atomically: a killed export leaves no half file)."""
+    """Export the tower to ``path`` (atomically: a killed export leaves no half file)."""
     import torch
 
-    module = _normalising_module(model if model is not None else load_torch_model())
+    module = tower_module(model if model is not None else load_torch_model())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
     try:
@@ -146,8 +185,8 @@ def export_onnx(path: Path, model=None) -> Path:
                 (torch.zeros(1, 224, 224, 3, dtype=torch.uint8),),
                 str(tmp),
                 input_names=["crops"],
-                output_names=["logits"],
-                dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}},
+                output_names=["logits", "features"],
+                dynamic_axes={"crops": {0: "n"}, "logits": {0: "n"}, "features": {0: "n"}},
                 opset_version=17,
                 dynamo=False,
             )
@@ -167,6 +206,8 @@ def load_onnx_tower(cache_dir: Path, threads: int | None = None) -> OnnxTower:
             return OnnxTower(path, threads)
         except Exception:  # onnxruntime raises its own types for a truncated or foreign file
             path.unlink(missing_ok=True)
+    # `babelsearch prepare` (run by `make install`) does this ahead; said, so a first run's wait is explained
+    logger.info("babel-lite: exporting the image tower to ONNX once (about 10 s), into %s", path.parent)
     return OnnxTower(export_onnx(path), threads)
 
 
