@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from babelsearch.engine.encoders.babel_lite import IMAGE_SHORT_SIDE
 from babelsearch.engine.encoders.image_runtime import EXPORT_FORMAT, ImageTower
+from babelsearch.engine.images import open_image
+from babelsearch.engine.layout import atomic_write
 
 BATCH = 32
 
@@ -46,20 +48,14 @@ def tower_outputs(
     progress: Callable[[int, int], None] | None = None,
 ) -> TowerOutputs:
     """Logits and features of every photo (float32), from ``cache_dir`` when it holds them for these files."""
-    from PIL import Image
-
     cache = Path(cache_dir) / f"images-{_key(paths)}.npz"
     if cache.exists():
         with np.load(cache) as stored:
             return TowerOutputs(**{name: stored[name].astype(np.float32) for name in stored.files})
     parts: dict[str, list[np.ndarray]] = {name: [] for name in TowerOutputs.__dataclass_fields__}
-    started = time.perf_counter()
     for start in range(0, len(paths), BATCH):
-        crops = []
-        for path in paths[start : start + BATCH]:
-            with Image.open(path) as image:
-                crops.append(crop(image))
-        plain = np.stack(crops)
+        # decoded as the indexer decodes (EXIF orientation, RGB, a large JPEG reduced in draft mode)
+        plain = np.stack([crop(open_image(path, reduce_to=IMAGE_SHORT_SIDE)) for path in paths[start : start + BATCH]])
         for prefix, batch in (("", plain), ("mirrored_", np.ascontiguousarray(plain[:, :, ::-1, :]))):
             logits, features = tower.run(batch)
             parts[prefix + "logits"].append(logits)
@@ -67,9 +63,10 @@ def tower_outputs(
         if progress:
             progress(min(start + BATCH, len(paths)), len(paths))
     outputs = {name: np.concatenate(chunks) for name, chunks in parts.items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **outputs)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
-    os.replace(tmp, cache)
-    del started
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez would add ".npz" to the temporary name
+            np.savez(handle, **outputs)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
+
+    atomic_write(cache, write, durable=False)  # a cache: made again if a power loss takes it
     return TowerOutputs(**{name: array.astype(np.float32) for name, array in outputs.items()})

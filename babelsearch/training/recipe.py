@@ -122,12 +122,10 @@ def _caption_rows(captions: CaptionSet, encoder) -> tuple[list[str], dict[int, d
 
 
 def concept_vectors(encoder, logits: np.ndarray, space: dict[str, np.ndarray]) -> np.ndarray:
-    probs = encoder._probabilities(logits)
-    top = np.argpartition(-probs, encoder.top_t - 1, axis=1)[:, : encoder.top_t]
-    weights = np.take_along_axis(probs, top, axis=1)
-    weights /= weights.sum(axis=1, keepdims=True)
-    vectors = np.einsum("nt,ntd->nd", weights, space["classes"][top])
-    return normalize_rows(vectors - space["image_mean"])
+    """The encoder's ConSE image vectors over a class space the trainer holds (not the shipped file's)."""
+    from babelsearch.engine.encoders.babel_lite import conse_vectors
+
+    return conse_vectors(encoder._probabilities(logits), space["classes"], space["image_mean"], encoder.top_t)
 
 
 def image_basis(image_vectors: np.ndarray, dim: int) -> tuple[np.ndarray, float]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from babelsearch.engine.bank import save_vectors
+
 BATCH = 64
 PART = 4096  # texts per file on disk: the unit an interrupted run loses at most
 
@@ -57,9 +59,7 @@ def embed_cached(
             [np.asarray(embed(chunk[i : i + BATCH]), dtype=np.float32) for i in range(0, len(chunk), BATCH)]
         )
         # vectors first, then the texts: a part is complete only when both exist
-        tmp = folder / f"part-{next_number}.tmp.npy"
-        np.save(tmp, vectors)
-        os.replace(tmp, folder / f"part-{next_number}.npy")
+        save_vectors(folder / f"part-{next_number}.npy", vectors)
         (folder / f"part-{next_number}.json").write_text(json.dumps(chunk, ensure_ascii=False), "utf-8")
         next_number += 1
         cached.update(zip(chunk, vectors))

@@ -27,8 +27,7 @@ def validation_recall(space: CaptionSpace, captions: CaptionSet, outputs: TowerO
 
     from .recipe import concept_vectors
 
-    encoder = BabelLiteEncoder()
-    encoder.__dict__["space"] = space  # the space just trained, not the shipped one
+    encoder = BabelLiteEncoder()  # its towers and query cleaning; the space is the one just trained
     spaced = {"classes": space.classes, "image_mean": space.image_mean}
     images = space.image_vectors(concept_vectors(encoder, outputs.logits, spaced), outputs.features)
     result: dict[str, dict[str, float]] = {}

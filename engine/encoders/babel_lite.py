@@ -87,6 +87,16 @@ def blend_glosses(vectors: np.ndarray, glosses: dict[int, np.ndarray], weight: f
     return vectors
 
 
+def conse_vectors(probabilities: np.ndarray, classes: np.ndarray, image_mean: np.ndarray, top_t: int) -> np.ndarray:
+    """ConSE: the probability-weighted mean of the top-T classes' prototypes, centred, unit length.
+    The encoder and the trainer (whose class space is not yet a model file) both go through it."""
+    top = np.argpartition(-probabilities, top_t - 1, axis=1)[:, :top_t]
+    weights = np.take_along_axis(probabilities, top, axis=1)
+    weights /= weights.sum(axis=1, keepdims=True)
+    vectors = np.einsum("nt,ntd->nd", weights, classes[top])
+    return normalize_rows(vectors - image_mean)
+
+
 # Each class is the mean of these shapes over all its WordNet lemmas (measured: README, quality).
 CLASS_TEMPLATES = ("{}", "a photo of a {}.")
 
@@ -173,11 +183,6 @@ class BabelLiteEncoder:
         gloss = f" gloss {self.gloss_weight} {glossary.revision()}" if self.gloss_weight > 0 else ""
         return f"heads {self.model_file_digest}{gloss}"
 
-    @property
-    def class_vectors(self) -> np.ndarray:
-        """(1000, 384) class prototypes in e5 space."""
-        return self.space.classes
-
     # -- preprocessing ---------------------------------------------------------------------------
     @staticmethod
     def crop(image) -> np.ndarray:
@@ -212,13 +217,8 @@ class BabelLiteEncoder:
         return self._probabilities(self._tower(images)[0])
 
     def concept_image_vectors(self, logits: np.ndarray) -> np.ndarray:
-        """ConSE: the softmax-weighted mean of the top-T classes' prototypes, centred, unit length."""
-        probs = self._probabilities(logits)
-        top = np.argpartition(-probs, self.top_t - 1, axis=1)[:, : self.top_t]
-        weights = np.take_along_axis(probs, top, axis=1)
-        weights /= weights.sum(axis=1, keepdims=True)
-        vectors = np.einsum("nt,ntd->nd", weights, self.space.classes[top])
-        return normalize_rows(vectors - self.space.image_mean)
+        """ConSE over the shipped class space (``conse_vectors``)."""
+        return conse_vectors(self._probabilities(logits), self.space.classes, self.space.image_mean, self.top_t)
 
     def encode_images(self, images: list) -> np.ndarray:
         if not images:
