@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install demo test test-quick lint format mutation eval-sample clean serve bench-server bench-encode bench-index bench-peers bench-ray train-model bench-quality
+.PHONY: help install demo test test-quick lint format mutation fuzz eval-sample clean serve bench-server bench-encode bench-index bench-peers bench-ray train-model bench-quality
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml engine/_refine.c engine/resources/babel_lite_captions.n
 	$(BIN)/python -m pip install -q --upgrade pip
 	# this exact torch pair installs from local wheels here; any other torch pulls gigabytes
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint,clip,ray]'
+	$(BIN)/python -m pip install -q -e '.[test,demo,eval,lint,clip,ray,fuzz]'
 	# the model's derived files (image tower export, dictionary, query-bank vectors): made now, not on first use
 	$(BIN)/babelsearch prepare
 	touch $@
@@ -36,9 +36,15 @@ format: install  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-mutation: install  ## Mutation testing of the core on a copy of the tree (cosmic-ray; SAMPLE=N mutants per module, 0: all)
+# mutants per module (0: all of them); a name of its own: `make mutation SAMPLE=12` once set the shared photos folder to 12
+MUTANTS ?= 12
+mutation: install  ## Mutation testing of the core on a copy of the tree (cosmic-ray; MUTANTS=N per module, default 12, 0: all; SEED=S)
 	$(BIN)/python -m pip install -q 'cosmic-ray>=8.3'
-	$(BIN)/python scripts/mutation.py $(if $(filter-out 0,$(SAMPLE)),--sample $(SAMPLE)) --seed $(or $(SEED),0)
+	$(BIN)/python scripts/mutation.py $(if $(filter-out 0,$(MUTANTS)),--sample $(MUTANTS)) --seed $(or $(SEED),0)
+
+FUZZ_SECONDS ?= 60
+fuzz: install  ## Coverage-guided fuzzing (atheris) of every byte-level reader, FUZZ_SECONDS each (default 60); crashes -> tests/fuzz/crashes
+	$(BIN)/python scripts/fuzz.py --seconds $(FUZZ_SECONDS)
 
 test-quick: install  ## The quick loop: everything but the slow integration tests
 	$(BIN)/python -m pytest -m "not slow"
@@ -57,11 +63,11 @@ train-model: install  ## Retrain babel-lite's caption heads from ../shared's cap
 bench-quality: install  ## Caption recall (Flickr8k and CC3M test pools, XTD10 protocol) and class-name recall (93 languages) of the bundled model
 	$(BIN)/python benchmarks/bench_quality.py
 
-SAMPLE := ../shared/data/imagenet-sample
+SAMPLE_PHOTOS := ../shared/data/imagenet-sample
 eval-sample: install  ## Margin reranking vs plain cosine on ../shared's 1000-photo sample, all 93 languages -> docs/eval
-	$(BIN)/babelsearch index $(SAMPLE)/images --index data/imagenet-sample-index -q
+	$(BIN)/babelsearch index $(SAMPLE_PHOTOS)/images --index data/imagenet-sample-index -q
 	$(BIN)/babelsearch eval data/imagenet-sample-index --labels ../shared/data/babel-imagenet/babel_imagenet.json \
-		--truth $(SAMPLE)/labels.tsv --rerank distance,margin,none --out docs/eval --cache data/eval-cache -q
+		--truth $(SAMPLE_PHOTOS)/labels.tsv --rerank distance,margin,none --out docs/eval --cache data/eval-cache -q
 
 clean:  ## Remove the demo data (not the virtual environment)
 	rm -rf data/demo-photos data/demo-index

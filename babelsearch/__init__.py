@@ -43,6 +43,7 @@ _ERRORS = (
     "IncompatibleIndex",
     "IndexBusy",
     "ImageNotFound",
+    "ImageTooLarge",
     "IndexNotFound",
     "InvalidImage",
     "InvalidQuery",
@@ -59,6 +60,7 @@ __all__ = [
     "Encoder",
     "Hit",
     "ImageNotFound",
+    "ImageTooLarge",
     "IncompatibleIndex",
     "IndexBusy",
     "IndexNotFound",
@@ -100,6 +102,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .engine.errors import (
         BabelsearchError,
         ImageNotFound,
+        ImageTooLarge,
         IncompatibleIndex,
         IndexBusy,
         IndexNotFound,

@@ -10,6 +10,7 @@ from .encoders import DEFAULT_MODEL, Encoder, available_models, get_encoder, reg
 from .errors import (
     BabelsearchError,
     ImageNotFound,
+    ImageTooLarge,
     IncompatibleIndex,
     IndexBusy,
     IndexNotFound,
@@ -30,6 +31,7 @@ __all__ = [
     "IncompatibleIndex",
     "IndexBusy",
     "ImageNotFound",
+    "ImageTooLarge",
     "IndexNotFound",
     "InvalidImage",
     "InvalidQuery",

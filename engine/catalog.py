@@ -338,8 +338,13 @@ def _where_sql(where: Where, columns: set[str]) -> tuple[list[str], list[Any]]:
     return clauses, params
 
 
-def count_images(db: sqlite_utils.Database) -> int:
-    return db[IMAGES].count if IMAGES in db.table_names() else 0
+def count_images(db: sqlite_utils.Database, up_to: int | None = None) -> int:
+    """Catalog rows; with ``up_to``, those whose id is at most that (the primary key's range)."""
+    if IMAGES not in db.table_names():
+        return 0
+    if up_to is None:
+        return db[IMAGES].count
+    return next(db.query(f"select count(*) as n from {IMAGES} where id <= ?", [int(up_to)]))["n"]
 
 
 def max_image_id(db: sqlite_utils.Database) -> int:

@@ -4,8 +4,9 @@ Read-only, and independent of ``SearchEngine.open`` (which refuses a damaged ind
 the first problem and lists them all. Problems make an index wrong or unusable (a file missing,
 unreadable or of the wrong shape, ids that differ between a shard and its id file, catalog rows
 without a vector, a damaged catalog); warnings are states an interrupted run leaves, which searches
-never show and the next ``babelsearch index`` run repairs (vectors without catalog rows, a stale
-``trained.faiss``, leftover files, a stale image count).
+never show and the next ``babelsearch index`` run repairs (rows of vectors a run never committed,
+vectors of an interrupted removal without catalog rows, a stale ``trained.faiss``, leftover files, a
+stale image count).
 """
 
 from __future__ import annotations
@@ -208,10 +209,21 @@ def _check_catalog(index_dir: Path, report: CheckReport) -> np.ndarray | None:
 
 def _compare_ids(catalog_ids: np.ndarray, vector_ids: np.ndarray, manifest: Manifest, report: CheckReport) -> None:
     without_vector = np.setdiff1d(catalog_ids, vector_ids)
-    if len(without_vector):
+    # a run writes an image's row before the manifest commits its vector (indexer/writer.py): rows of
+    # a run interrupted between the two have ids above every committed one; other rows without a vector
+    # were lost with their shard
+    pending = without_vector[without_vector > (vector_ids.max() if len(vector_ids) else -1)]
+    lost = without_vector[: len(without_vector) - len(pending)]
+    if len(lost):
         report.problems.append(
-            f"{len(without_vector)} catalog rows have no vector in any shard (e.g. ids {without_vector[:5].tolist()}); "
+            f"{len(lost)} catalog rows have no vector in any shard (e.g. ids {lost[:5].tolist()}); "
             "they can never be found"
+        )
+    if len(pending):
+        report.warnings.append(
+            f"{len(pending)} catalog rows are of vectors an interrupted run never committed (ids from "
+            f"{int(pending[0])}); searches never show them and the next `babelsearch index` run embeds "
+            "their images again"
         )
     without_row = np.setdiff1d(vector_ids, catalog_ids)
     if len(without_row):

@@ -29,6 +29,10 @@ class InvalidImage(BabelsearchError):
     """A query image that cannot be decoded (damaged, not an image, too large)."""
 
 
+class ImageTooLarge(InvalidImage):
+    """An image whose decoding would cost more pixels than the caller allows (an upload's ceiling)."""
+
+
 class SourceError(BabelsearchError):
     """An indexing source (folder, path list) that cannot be read at all."""
 

@@ -4,6 +4,13 @@ Safe means: only regular files are read (a FIFO named x.jpg would block forever,
 read until memory ran out), at most ``MAX_FILE_BYTES`` of them; at most ``MAX_PIXELS`` are decoded;
 and the work of preparing an image for a model is bounded by the centre crop the model keeps
 (``resize_short_side``), whatever the image's shape.
+
+What decoding costs is known from the header, before any pixel is decoded (``decode_pixels``): a
+baseline JPEG asked for at a smaller size is decoded at 1/2, 1/4 or 1/8 of its size (a 144-megapixel
+photo for a 256-pixel model costs 2.3 megapixels, not 144); every other image (PNG, HEIC, a
+progressive JPEG, whose decoder holds every coefficient) costs all its pixels, about 4 bytes each.
+A caller serving strangers passes a ceiling (``max_decode_pixels``: uploads, thumbnails) and gets
+``ImageTooLarge`` above it; files indexed by their owner are only held to ``MAX_PIXELS``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidImage
+from .errors import ImageTooLarge, InvalidImage
 
 # Decompression-bomb guard: images with more pixels are refused with a clear reason.
 MAX_PIXELS = 250_000_000
@@ -75,22 +82,20 @@ def _size(n: int) -> str:
 
 
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture a quarter
+_TURNING_ORIENTATIONS = (2, 3, 4, 5, 6, 7, 8)  # every one but 1 (as taken) mirrors or turns it
 
 
-def open_image(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> Any:
+def open_image(
+    source: str | os.PathLike | bytes, reduce_to: int | None = None, max_decode_pixels: int | None = None
+) -> Any:
     """Decode a file or bytes into an RGB PIL image with EXIF orientation applied.
 
     ``reduce_to`` lets JPEG decode at 1/2..1/8 scale when the result still has that shorter side
     (much faster for big photos). Anything undecodable or too large, and a path that is not a
-    regular file (see ``read_regular_file``), raises ``InvalidImage``.
+    regular file (see ``read_regular_file``), raises ``InvalidImage``; an image whose decoding would
+    cost more than ``max_decode_pixels`` (see ``decode_pixels``) raises ``ImageTooLarge`` first.
     """
-    return open_image_and_size(source, reduce_to)[0]
-
-
-def open_image_and_size(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> tuple[Any, tuple[int, int]]:
-    """Like ``open_image``, and the original (width, height) as shown, i.e. after EXIF orientation."""
-    photo = open_photo(source, reduce_to)
-    return photo.image, (photo.width, photo.height)
+    return open_photo(source, reduce_to, max_decode_pixels).image
 
 
 @dataclass
@@ -130,7 +135,9 @@ def exif_taken_at(exif: Any) -> str | None:
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{min(second, 59):02d}"
 
 
-def open_photo(source: str | os.PathLike | bytes, reduce_to: int | None = None) -> Photo:
+def open_photo(
+    source: str | os.PathLike | bytes, reduce_to: int | None = None, max_decode_pixels: int | None = None
+) -> Photo:
     """Like ``open_image``, with the facts the catalog keeps (see Photo)."""
     if not isinstance(source, bytes):
         try:
@@ -143,6 +150,8 @@ def open_photo(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
         image = Image.open(io.BytesIO(source))
         if image.width * image.height > MAX_PIXELS:
             raise InvalidImage(f"image too large ({image.width}x{image.height} pixels)")
+        if max_decode_pixels is not None and decode_pixels(image, reduce_to) > max_decode_pixels:
+            raise ImageTooLarge(_too_costly(image, max_decode_pixels))
         exif = image.getexif()
         swapped = exif.get(0x0112, 1) in _SWAPPING_ORIENTATIONS
         size = (image.height, image.width) if swapped else (image.width, image.height)
@@ -152,7 +161,9 @@ def open_photo(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
             # JPEG decodes at 1/2, 1/4, 1/8 scale for free; draft keeps the result >= the request
             scale = reduce_to / min(image.size)
             image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-        image = to_rgb(ImageOps.exif_transpose(image))
+        if exif.get(0x0112, 1) in _TURNING_ORIENTATIONS:
+            image = ImageOps.exif_transpose(image)  # otherwise it returns a copy: twice the pixels in memory
+        image = to_rgb(image)
         image.load()
         return Photo(image, size[0], size[1], kind, taken_at)
     except InvalidImage:
@@ -163,6 +174,32 @@ def open_photo(source: str | os.PathLike | bytes, reduce_to: int | None = None) 
         raise InvalidImage("not a readable image (not in any format Pillow reads, or its start is damaged)") from None
     except Exception as exc:  # PIL raises many types for damaged data; each becomes one message
         raise InvalidImage(f"not a readable image ({describe_error(exc)})") from None
+
+
+_JPEG_SCALES = (8, 4, 2)
+
+
+def decode_pixels(image: Any, reduce_to: int | None = None) -> int:
+    """The pixels decoding ``image`` (opened: its header read, nothing decoded) will hold, asked for at a
+    shorter side of ``reduce_to``: a baseline JPEG at the draft scale ``open_photo`` uses, anything else
+    (a progressive JPEG included: its decoder keeps every coefficient of the full size) whole."""
+    width, height = image.size
+    if image.format != "JPEG" or not reduce_to or image.info.get("progressive") or image.info.get("progression"):
+        return width * height
+    # Pillow's draft picks the largest scale that keeps the requested size (libjpeg's scaled IDCT)
+    scale = next((s for s in _JPEG_SCALES if min(width, height) / s >= reduce_to), 1)
+    return math.ceil(width / scale) * math.ceil(height / scale)
+
+
+def _too_costly(image: Any, limit: int) -> str:
+    kind = (image.format or "image").upper()
+    if kind == "JPEG" and (image.info.get("progressive") or image.info.get("progression")):
+        kind = "progressive JPEG"
+    megapixels = image.width * image.height / 1e6
+    return (
+        f"image too large to decode here: a {image.width}x{image.height} {kind} ({megapixels:,.0f} megapixels); "
+        f"at most {limit / 1e6:g} megapixels are decoded (a baseline JPEG may be larger: it is decoded reduced)"
+    )
 
 
 _OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")

@@ -125,7 +125,10 @@ class SearchEngine:
 
     @property
     def count(self) -> int:
-        return count_images(self._catalog)
+        """Images this generation holds: catalog rows up to the highest id its manifest commits (rows
+        above it are of vectors a run wrote before its manifest and never committed: never shown)."""
+        highest = max((store.last for store in self._shards.stores), default=-1)
+        return count_images(self._catalog, up_to=highest)
 
     def info(self) -> dict[str, Any]:
         return {**self.manifest.to_json(), "catalog_images": self.count, "vectors": self._shards.ntotal}

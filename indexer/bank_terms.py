@@ -51,7 +51,7 @@ from babelsearch.engine.rerank import (
     term_ladder,
 )
 
-from .files import debug_point, index_lock
+from .files import DEFAULT_LOCK_WAIT, debug_point, index_lock
 
 MIN_BANK_TEXTS = 16
 # Past this many new images one pass over all stored vectors beats fetching them one id at a time.
@@ -127,19 +127,21 @@ def update_image_terms(
     include_default: bool | None = None,
     recompute: bool = False,
     rerank_defaults: dict[str, Any] | None = None,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
 ) -> BankReport:
     """Give every indexed image its bank term; images that have one for this bank are left alone.
 
     ``bank_files`` replaces the index's user bank (None keeps it); ``include_default`` None keeps the
     index's choice (default: included). A bank that differs from the one recorded in the manifest,
     or ``recompute``, redoes every image. Image vectors are read back from the shards, never
-    re-embedded. Holds the index lock throughout (IndexBusy while an indexing run writes).
+    re-embedded. Holds the index lock throughout; another run writing the index is waited for up to
+    ``lock_wait`` seconds, then IndexBusy.
     """
     _check_rerank_defaults(rerank_defaults or {})
     index_dir = Path(index_dir)
     if not manifest_path(index_dir).is_file():
         read_manifest(index_dir)  # says why there is no index, before a lock file is made there
-    with index_lock(index_dir, "babelsearch bank update"):
+    with index_lock(index_dir, "babelsearch bank update", lock_wait):
         manifest = read_manifest(index_dir)  # under the lock: the manifest written back is this one
         encoder = encoder or index_encoder(manifest.model, manifest.settings)  # the index's --dim too
         db = open_catalog(index_dir)

@@ -34,6 +34,7 @@ from babelsearch.engine.layout import MANIFEST
 
 from .bank_terms import refresh_image_terms
 from .decode import Decoded, Failed, decode_image
+from .files import DEFAULT_LOCK_WAIT
 from .sources import collect_images
 from .writer import IndexWriter
 
@@ -88,6 +89,7 @@ class IndexOptions:
     dim: int | None = None  # Matryoshka models: keep the first dim dimensions (None: the index's own, else all)
     target_recall: float | None = None  # recall@10 the search defaults are tuned to (None: the index's own, else 0.95)
     target_latency: float | None = None  # or: the p50 milliseconds to tune to, at the highest recall within it
+    lock_wait: float = DEFAULT_LOCK_WAIT  # seconds to wait for another run writing the index, then IndexBusy
 
 
 def build_index(
@@ -204,6 +206,7 @@ def open_writer(
         device=options.device,
         default_model=default_model,
         repair=options.repair,
+        lock_wait=options.lock_wait,
     )
 
 

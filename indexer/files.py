@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -23,6 +24,8 @@ import numpy as np
 from babelsearch.engine.errors import IndexBusy
 from babelsearch.engine.layout import SHARDS_DIR, ShardInfo, atomic_write
 
+logger = logging.getLogger(__name__)
+
 LOCK = ".lock"
 # tests only: "POINT:N" kills this process with SIGKILL the N-th time it reaches POINT
 DEBUG_KILL_ENV = "BABELSEARCH_DEBUG_KILL"
@@ -32,23 +35,60 @@ DEBUG_PAUSE_DEADLINE = 120.0  # seconds a paused process waits for its go file b
 
 
 # -- the index lock -------------------------------------------------------------------------------
-def acquire_lock(index_dir: Path, holder: str):
-    """Take ``DIR/.lock`` without waiting (IndexBusy, naming the other run, if it is held); ``holder``
-    (e.g. "babelsearch index") is recorded in the file so a refused run can say who holds it."""
+# How long a writer waits for another to finish before it refuses (IndexBusy), as SQLite's busy timeout
+# does: a `bank update` started during an `index` run, or two runs started by cron, then follow each
+# other instead of one failing at once. Announced when the wait starts; `--wait 0` refuses at once.
+DEFAULT_LOCK_WAIT = 300.0
+
+
+def acquire_lock(index_dir: Path, holder: str, wait: float = 0.0):
+    """Take ``DIR/.lock``; ``holder`` (e.g. "babelsearch index") is recorded in the file so that another
+    run can say who holds it. Held by another run: wait up to ``wait`` seconds for it, saying so in a
+    log line (the CLI prints it), then raise IndexBusy naming that run."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; one run at a time is then up to the user
         return None
     fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = _holder(fd)
+        _lock_within(fd, index_dir, wait, fcntl)
+    except BaseException:
         os.close(fd)
-        raise IndexBusy(f"another `{other}` run is writing {index_dir}; wait for it to finish") from None
+        raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{holder}\n{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _lock_within(fd: int, index_dir: Path, wait: float, fcntl) -> None:
+    deadline = time.monotonic() + max(0.0, wait)
+    pause = 0.05
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        other = _holder(fd)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waited = f" after waiting {_seconds(wait)}" if wait > 0 else ""
+            raise IndexBusy(
+                f"another {other} is writing {index_dir}{waited}; try again when it has finished"
+                + (", or wait longer with --wait SECONDS" if wait > 0 else " (--wait SECONDS waits for it)")
+            )
+        if not announced:
+            logger.warning(
+                "another %s is writing %s; waiting up to %s for it to finish", other, index_dir, _seconds(wait)
+            )
+            announced = True
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 1.0)
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
 
 
 def release_lock(fd) -> None:
@@ -57,8 +97,8 @@ def release_lock(fd) -> None:
 
 
 @contextmanager
-def index_lock(index_dir: Path, holder: str) -> Iterator[None]:
-    fd = acquire_lock(index_dir, holder)
+def index_lock(index_dir: Path, holder: str, wait: float = 0.0) -> Iterator[None]:
+    fd = acquire_lock(index_dir, holder, wait)
     try:
         yield
     finally:
@@ -66,11 +106,14 @@ def index_lock(index_dir: Path, holder: str) -> Iterator[None]:
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock, as its file records it: "`babelsearch index` run (pid 4242)"."""
     try:
-        name = os.pread(fd, 200, 0).decode("utf-8", "replace").partition("\n")[0].strip()
+        name, _, rest = os.pread(fd, 200, 0).decode("utf-8", "replace").partition("\n")
     except OSError:
-        name = ""
-    return name or "babelsearch index"  # a lock file from before holders were recorded
+        name, rest = "", ""
+    pid = rest.partition("\n")[0].strip()
+    # a lock file from before holders were recorded names no one
+    return f"`{name.strip() or 'babelsearch index'}` run" + (f" (pid {pid})" if pid.isdigit() else "")
 
 
 # -- files ----------------------------------------------------------------------------------------

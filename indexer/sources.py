@@ -74,11 +74,12 @@ def absolute(path: Path) -> Path:
 
 
 def read_path_list(list_file: Path) -> list[Path]:
+    """The paths a list file names (see ``collect_images``); SourceError for a list that is not text."""
     try:
-        # surrogateescape: a listed name that is not UTF-8 is kept byte for byte, as os.walk keeps one
-        text = list_file.read_bytes().decode("utf-8-sig", "surrogateescape")
+        data = list_file.read_bytes()
     except OSError as exc:
-        raise SourceError(f"cannot read path list {list_file}: {exc}") from exc
+        raise SourceError(f"cannot read path list {list_file}: {exc.strerror or exc}") from None
+    text = path_list_text(data, list_file)
     base = list_file.resolve().parent
     if list_file.suffix.lower() in {".csv", ".tsv"}:
         delimiter = "\t" if list_file.suffix.lower() == ".tsv" else ","
@@ -97,3 +98,63 @@ def read_path_list(list_file: Path) -> list[Path]:
         path = Path(entry).expanduser()
         paths.append(absolute(path if path.is_absolute() else base / path))
     return paths
+
+
+# what a file given as a path list may be instead, by its first bytes: (signature, what it looks like)
+_SIGNATURES = [
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an office document)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x7fELF", "a program"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+]
+_BOMS = [
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+]
+# bytes no text file holds (tab, newline, carriage return and form feed excepted)
+_CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13)) + b"\x7f"
+_SAVE_AS_UTF8 = "a path list is UTF-8 text, one path per line"
+
+
+def path_list_text(data: bytes, list_file: Path) -> str:
+    """The text of a path list: UTF-8 (names that are not UTF-8 kept byte for byte, as os.walk keeps
+    them), or UTF-16/32 with a byte-order mark. Anything else (an image or binary file given by
+    mistake, UTF-16 without a mark) raises SourceError saying what it looks like: read as paths, each
+    of its "lines" would be skipped and the run would end "indexed 0" without saying why."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec)
+            except UnicodeDecodeError:
+                raise SourceError(
+                    f"path list {list_file} starts as {codec.upper()} text but is not; {_SAVE_AS_UTF8}"
+                ) from None
+    looks = _looks_like(data)
+    if looks:
+        raise SourceError(f"path list {list_file} is not a text file: it looks like {looks}; {_SAVE_AS_UTF8}")
+    return data.decode("utf-8-sig", "surrogateescape")
+
+
+def _looks_like(data: bytes) -> str | None:
+    """What ``data`` looks like when it is not text a path list can be; None for text."""
+    for signature, kind in _SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    head = data[:4096]
+    if b"\x00" not in head and not head.translate(None, delete=bytes(range(32, 256)) + b"\t\n\f\r"):
+        return None
+    zeros_odd, zeros_even = head[1::2].count(0), head[0::2].count(0)
+    if len(head) >= 4 and max(zeros_odd, zeros_even) > 0.3 * len(head) / 2 and min(zeros_odd, zeros_even) == 0:
+        return "UTF-16 text without a byte-order mark"
+    if b"\x00" in head or sum(head.count(c) for c in _CONTROL) > max(2, len(head) // 100):
+        return "binary data (it holds bytes no text file holds)"
+    return None

@@ -3,12 +3,14 @@
 Durability, in the order every change is made:
 
 1. shard files (``NNNNN.faiss``, ``.ids.npy``, ``.vectors.npy``) under fresh numbers, each atomic;
-2. the manifest that references them (atomic: the commit point);
-3. catalog rows for the new vectors (one SQLite transaction);
+2. catalog rows for the new vectors (one SQLite transaction);
+3. the manifest that references the new files (atomic: the commit point);
 4. deletion of the files the manifest no longer references.
 
-A crash before 2 leaves unreferenced files (deleted by the next run); between 2 and 3, vectors
-without catalog rows (never shown, dropped by the next run, whose images are then re-embedded).
+So a committed manifest never names a vector whose catalog row is not committed. A failure or a
+crash before 2 (a full disk included) leaves files no manifest names (deleted by the next run);
+between 2 and 3, catalog rows above every committed id without a vector (never shown: searches start
+from vectors; the next run deletes them and embeds their images again; ``info --check`` warns).
 Removal runs the other way round: catalog rows first, then the shards. So an interruption loses at
 most the vectors that were being written, and nothing that a committed run had indexed.
 
@@ -53,7 +55,7 @@ from babelsearch.engine.shards import RefineStore
 
 from . import device as devices
 from .factory import DEFAULT_SHARD_SIZE, FLAT, make_index
-from .files import acquire_lock, debug_point, release_lock, write_shard_files
+from .files import DEFAULT_LOCK_WAIT, acquire_lock, debug_point, release_lock, write_shard_files
 from .recovery import check_catalog, check_new_directory, recover
 from .training import Training
 
@@ -95,19 +97,21 @@ class IndexWriter:
         device: str = "auto",
         default_model: str = DEFAULT_MODEL,
         repair: bool = False,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
     ) -> IndexWriter:
         """Open (or create) an index directory for writing; repairs what an interrupted run left.
 
         ``model`` None takes the index's own (``default_model`` for a new index); ``dim`` None is
         checked (or, for a new index, set) by ``use_encoder``. A damaged shard or catalog raises
-        IndexDamaged with the way out, unless ``repair`` drops it (recovery.py).
+        IndexDamaged with the way out, unless ``repair`` drops it (recovery.py). Another run writing the
+        index is waited for up to ``lock_wait`` seconds (files.acquire_lock), then IndexBusy.
         """
         index_dir = Path(index_dir)
         device = devices.resolve_device(device)
         if not (index_dir / MANIFEST).exists():
             check_new_directory(index_dir)
         index_dir.mkdir(parents=True, exist_ok=True)
-        lock = acquire_lock(index_dir, "babelsearch index")
+        lock = acquire_lock(index_dir, "babelsearch index", lock_wait)
         db = None
         try:
             exists = (index_dir / MANIFEST).exists()  # again: another run may have created it meanwhile
@@ -235,13 +239,13 @@ class IndexWriter:
             stop = min(len(ids), start + self.manifest.shard_size - (last.count if last else 0))
             piece = ids[start:stop], vectors[start:stop]
             if last is not None:
-                self.commit(self.shards[:-1] + [self._extend_shard(last, *piece)], [last])
+                shards, old = self.shards[:-1] + [self._extend_shard(last, *piece)], [last]
             else:
-                self.commit(self.shards + [self.write_shard(*piece, self.refine_dtype)], [])
+                shards, old = self.shards + [self.write_shard(*piece, self.refine_dtype)], []
             debug_point("before-catalog")
             insert_images(self.db, rows[start:stop])
             self.manifest.images = count_images(self.db)
-            write_manifest(self.index_dir, self.manifest)
+            self.commit(shards, old)
             start = stop
         self._pending_ids.clear()
         self.pending_vectors.clear()

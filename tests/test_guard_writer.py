@@ -186,7 +186,7 @@ def test_the_writer_holds_the_lock_until_closed(tmp_path: Path):
     index_dir = tmp_path / "index"
     writer = open_writer(index_dir)
     with pytest.raises(IndexBusy):
-        open_writer(index_dir)
+        IndexWriter.open(index_dir, model="test-colours", dim=DIM, lock_wait=0)
     writer.close()
     with open_writer(index_dir) as again:
         assert count_images(again.db) == 0

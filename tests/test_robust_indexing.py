@@ -370,7 +370,10 @@ def _assert_one_line_and_still_searchable(done, index_dir: Path, x: np.ndarray, 
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and reason in errors[0] and str(index_dir) in errors[0], done.stderr
     assert "nothing already indexed is lost" in errors[0]
-    assert check_index(index_dir).ok, check_index(index_dir).problems
+    report = check_index(index_dir)
+    assert report.ok, report.problems
+    # the committed manifest names no vector whose catalog row was not committed
+    assert not [w for w in report.warnings if "have no catalog row" in w], report.warnings
     engine = SearchEngine.open(index_dir)
     assert engine.count >= 1000  # everything of the previous run, perhaps a committed shard more
     assert [row[0].id for row in engine.search_vectors(x[:1000:111], k=1)] == list(range(0, 1000, 111))
@@ -396,6 +399,66 @@ def test_a_file_size_limit_ends_in_one_line_and_the_index_still_searches(
     assert resumed.returncode == 0, resumed.stderr
     report = check_index(index_dir)
     assert report.ok and not report.warnings and report.images == 3000 == report.vectors
+
+
+def test_catalog_rows_that_fail_to_be_written_leave_no_committed_vector_without_a_row(tmp_path: Path, monkeypatch):
+    """The disk fills while a run writes catalog rows: the manifest it committed before names only
+    vectors whose rows are committed (rows are written first, the manifest is the commit point)."""
+    from babelsearch.indexer import index_embeddings, writer
+
+    vectors = clustered_vectors(60, 16, seed=3)
+    np.save(tmp_path / "vectors.npy", vectors)
+    index_dir = tmp_path / "index"
+    real_insert, calls = writer.insert_images, []
+
+    def disk_full_on_the_third_shard(db, rows):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(index_dir / "catalog.db"))
+        return real_insert(db, rows)
+
+    monkeypatch.setattr(writer, "insert_images", disk_full_on_the_third_shard)
+    with pytest.raises(OSError, match=os.strerror(errno.ENOSPC)):
+        index_embeddings(tmp_path / "vectors.npy", index_dir, options=IndexOptions(shard_size=20))
+    monkeypatch.undo()
+    report = check_index(index_dir)
+    assert report.ok and not report.warnings[1:], (report.problems, report.warnings)
+    assert report.vectors == report.images == 40  # two shards committed, with their rows; the third not
+    assert not [w for w in report.warnings if "have no catalog row" in w]
+    assert SearchEngine.open(index_dir).count == 40
+    index_embeddings(
+        tmp_path / "vectors.npy", index_dir, options=IndexOptions(shard_size=20)
+    )  # the next run completes it
+    report = check_index(index_dir)
+    assert report.ok and not report.warnings and report.vectors == report.images == 60
+
+
+def test_rows_of_vectors_a_run_never_committed_are_a_warning_and_the_next_run_redoes_them(tmp_path: Path, monkeypatch):
+    from babelsearch.indexer import index_embeddings, writer
+
+    vectors = clustered_vectors(60, 16, seed=4)
+    np.save(tmp_path / "vectors.npy", vectors)
+    index_dir = tmp_path / "index"
+    real_commit, calls = writer.IndexWriter.commit, []
+
+    def crash_before_the_third_manifest(self, shards, old):
+        calls.append(1)
+        if len(calls) == 3:  # the third shard's rows are written, its manifest not
+            raise KeyboardInterrupt
+        return real_commit(self, shards, old)
+
+    monkeypatch.setattr(writer.IndexWriter, "commit", crash_before_the_third_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        index_embeddings(tmp_path / "vectors.npy", index_dir, options=IndexOptions(shard_size=20))
+    monkeypatch.undo()
+    report = check_index(index_dir)
+    assert report.ok and report.vectors == 40 and report.images == 60
+    assert any("20 catalog rows are of vectors an interrupted run never committed" in w for w in report.warnings)
+    engine = SearchEngine.open(index_dir)
+    assert {h.id for row in engine.search_vectors(vectors[40:], k=1) for h in row} <= set(range(40))
+    index_embeddings(tmp_path / "vectors.npy", index_dir, options=IndexOptions(shard_size=20))
+    report = check_index(index_dir)
+    assert report.ok and not report.warnings and report.vectors == report.images == 60
 
 
 @pytest.fixture

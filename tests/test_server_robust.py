@@ -5,6 +5,7 @@ and a file replaced after indexing (a symlink to /etc/passwd, a FIFO) is never s
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -218,9 +219,29 @@ def test_at_the_connection_limit_idle_connections_are_closed_and_a_request_is_an
 
 def test_oversized_request_headers_are_refused_before_the_app(colour_index):
     with serving(create_app({"INDEX_DIR": colour_index})) as address:
-        status, _ = get(address, "/api/search?q=" + "x" * 70_000, timeout=10)
+        status, body = get(address, "/api/search?q=" + "x" * 70_000, timeout=10)
         assert status == 431
+        # on an API route, the API's one error shape (the OpenAPI document's), not waitress' plain text
+        error = json.loads(body)["error"]
+        assert error["code"] == "request_header_fields_too_large" and "64 KiB" in error["message"]
+        status, body = get(address, "/search?q=" + "x" * 70_000, timeout=10)  # a page: waitress' own text
+        assert status == 431 and b"Request Header Fields Too Large" in body
         assert get(address, "/api/health", timeout=10)[0] == 200
+
+
+def test_a_body_over_the_servers_limit_on_an_api_route_is_answered_in_json(colour_index):
+    app = create_app({"INDEX_DIR": colour_index, "MAX_CONTENT_LENGTH": 1024})
+    with serving(app) as address:
+        connection = http.client.HTTPConnection(*address, timeout=10)
+        try:
+            headers = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(10**9)}
+            connection.request("POST", "/api/search/image", body=b"", headers=headers)
+            response = connection.getresponse()
+            assert response.status == 413
+            assert response.getheader("Content-Type") == "application/json"
+            assert json.loads(response.read())["error"]["code"] == "payload_too_large"
+        finally:
+            connection.close()
 
 
 def test_serve_passes_the_limits_to_waitress(colour_index, monkeypatch):

@@ -3,8 +3,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from babelsearch.cli import cli
 from babelsearch.engine import SourceError
 from babelsearch.indexer import collect_images
 from babelsearch.indexer.decode import Decoded, Failed, decode_image
@@ -142,6 +144,31 @@ def test_path_lists_keep_names_that_are_not_utf8_byte_for_byte(tmp_path: Path):
     (tmp_path / "list.txt").write_bytes(raw + b"\n")
     (found,) = collect_images([tmp_path / "list.txt"])
     assert os.fsencode(found) == raw and isinstance(decode_image(found), Decoded)
+
+
+@pytest.mark.parametrize(
+    "content, looks",
+    [
+        (None, "a JPEG image"),  # a photo renamed, or passed where its list was meant
+        (bytes(range(256)) * 16, "binary data"),
+        ("a.jpg\nb.jpg\n".encode("utf-16-le"), "UTF-16 text without a byte-order mark"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(100), "a PNG image"),
+    ],
+)
+def test_a_path_list_that_is_not_text_is_refused_in_one_line(tmp_path: Path, content, looks):
+    listed = tmp_path / "list.txt"
+    listed.write_bytes(content if content is not None else write_image(tmp_path / "p.jpg", (1, 2, 3)).read_bytes())
+    with pytest.raises(SourceError, match=f"path list .*list.txt is not a text file: it looks like {looks}"):
+        collect_images([listed])
+    result = CliRunner().invoke(cli, ["index", str(listed), "--index", str(tmp_path / "index"), "-q"])
+    assert result.exit_code == 1 and "Error: path list" in result.output and "indexed" not in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "index").exists()
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32", "utf-8-sig"])
+def test_a_path_list_with_a_byte_order_mark_is_read_in_its_encoding(colour_folder: Path, codec: str):
+    (colour_folder / "list.txt").write_bytes("red0.jpg\r\nnested/red1.png\n".encode(codec))
+    assert [p.name for p in collect_images([colour_folder / "list.txt"])] == ["red0.jpg", "red1.png"]
 
 
 def test_links_resolve_to_their_file_but_broken_ones_keep_their_own_name(tmp_path: Path):

@@ -21,7 +21,7 @@ from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import ShardSet
 from babelsearch.indexer import build_index
 from babelsearch.indexer.bank_terms import update_image_terms
-from babelsearch.indexer.files import DEBUG_KILL_ENV, DEBUG_PAUSE_ENV
+from babelsearch.indexer.files import DEBUG_KILL_ENV, DEBUG_PAUSE_ENV, acquire_lock, release_lock
 from babelsearch.indexer.writer import IndexWriter
 
 from .conftest import COLOURS, write_image
@@ -50,18 +50,6 @@ def environment(tmp_path: Path, pause: str | None = None) -> dict[str, str]:
     if pause:
         env[DEBUG_PAUSE_ENV] = pause
     return env
-
-
-def run_to_end(kind: str, index_dir: Path, folder: Path | None, tmp_path: Path) -> subprocess.CompletedProcess:
-    """One unpaused writer, run to its end."""
-    return subprocess.run(
-        [sys.executable, "-c", CLI, *command(kind, index_dir, folder)],
-        cwd=ROOT,
-        env=environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def wait_until_paused(process: subprocess.Popen, marker: Path, timeout: float = 120) -> None:
@@ -103,21 +91,33 @@ def test_a_writer_paused_between_manifest_read_and_write_loses_nothing(
         stderr=subprocess.PIPE,
         text=True,
     )
+    contender_run = None
     try:
         wait_until_paused(held, handshake / f"{POINT}.paused")
-        other = run_to_end(contender, index_dir, contender_folder, tmp_path)
-        busy = other.returncode == 1 and "is writing" in other.stderr
-        assert other.returncode == 0 or busy, other.stderr  # it waits its turn or is refused, cleanly
-        if busy:
-            holder = {"bank": "babelsearch bank update", "index": "babelsearch index"}[paused]
-            assert f"another `{holder}` run is writing" in other.stderr and "Traceback" not in other.stderr
+        # the second writer waits its turn, saying whom it waits for, instead of failing at once
+        contender_run = subprocess.Popen(
+            [sys.executable, "-c", CLI, *command(contender, index_dir, contender_folder), "--wait", "240"],
+            cwd=ROOT,
+            env=environment(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        announced = contender_run.stderr.readline()
+        holder = {"bank": "babelsearch bank update", "index": "babelsearch index"}[paused]
+        assert f"another `{holder}` run (pid {held.pid}) is writing" in announced, announced
+        assert "waiting up to 4 min for it to finish" in announced
+        assert contender_run.poll() is None  # still waiting: the held writer has not finished
         (handshake / f"{POINT}.go").touch()
         out, err = held.communicate(timeout=300)
+        contender_out, contender_err = contender_run.communicate(timeout=300)
     finally:
-        if held.poll() is None:
-            held.kill()
-            held.wait()
+        for process in (held, contender_run):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
     assert held.returncode == 0, err
+    assert contender_run.returncode == 0 and "Traceback" not in contender_err, contender_err
 
     # the paused writer wrote back a manifest that names only files that exist, and the index searches
     manifest = read_manifest(index_dir)
@@ -126,9 +126,6 @@ def test_a_writer_paused_between_manifest_read_and_write_loses_nothing(
             assert (index_dir / name).is_file(), f"the manifest names {name}, which is gone"
     assert SearchEngine.open(index_dir).search("red", k=1)
 
-    if busy:  # the refused run, run again now, gets its turn
-        again = run_to_end(contender, index_dir, contender_folder, tmp_path)
-        assert again.returncode == 0, again.stderr
     for folder in (paused_folder, contender_folder):
         if folder is not None:
             expected |= {p.name for p in folder.iterdir()}
@@ -142,13 +139,34 @@ def test_a_writer_paused_between_manifest_read_and_write_loses_nothing(
     assert {Path(h.path).name for h in hits} == expected  # and every one of them is found
 
 
-def test_bank_update_is_refused_while_an_index_run_writes(colour_folder: Path, tmp_path: Path):
+def test_bank_update_waits_for_an_index_run_then_is_refused_naming_it(colour_folder: Path, tmp_path: Path):
     index_dir = tmp_path / "index"
     build_index([colour_folder], index_dir, model="test-colours")
     writer = IndexWriter.open(index_dir)
     try:
-        with pytest.raises(IndexBusy, match="another `babelsearch index` run is writing"):
-            update_image_terms(index_dir)
+        started = time.monotonic()
+        waited = f"another `babelsearch index` run \\(pid {os.getpid()}\\) is writing .* after waiting 0.5 s"
+        with pytest.raises(IndexBusy, match=waited):
+            update_image_terms(index_dir, lock_wait=0.5)
+        assert 0.5 <= time.monotonic() - started < 5
+        with pytest.raises(IndexBusy, match=r"try again when it has finished \(--wait SECONDS waits for it\)"):
+            update_image_terms(index_dir, lock_wait=0)
     finally:
         writer.close()
     assert update_image_terms(index_dir).texts  # and runs once the lock is free
+
+
+def test_a_writer_that_waits_gets_the_lock_when_the_holder_closes(colour_folder: Path, tmp_path: Path):
+    import threading
+
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    held = acquire_lock(index_dir, "babelsearch index")  # as a writer in another process holds it
+    timer = threading.Timer(0.5, release_lock, [held])
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert update_image_terms(index_dir, lock_wait=60).texts
+        assert 0.4 <= time.monotonic() - started < 30
+    finally:
+        timer.cancel()

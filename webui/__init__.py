@@ -34,6 +34,12 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "ENGINE": (None, "An already opened engine.SearchEngine (used instead of opening INDEX_DIR)."),
     "THUMB_DIR": (None, "Where thumbnails are cached; default INDEX_DIR/.thumbs. False: not cached."),
     "MAX_CONTENT_LENGTH": (16 * 1024 * 1024, "Largest request body (an uploaded query image), bytes."),
+    "MAX_DECODE_PIXELS": (
+        50_000_000,
+        "Most pixels decoded for one request (an uploaded query image, a thumbnail), checked from the "
+        "header before decoding (413 above it); a baseline JPEG counts at the reduced size it is decoded "
+        "at. About 4 bytes of memory each: 50 million (a 48-megapixel phone photo passes) is 200 MB.",
+    ),
     "PAGE_SIZE": (24, "Results per page in the browser."),
     "API_DEFAULT_K": (10, "k of API searches that give none."),
     "INDEX_CHECK_INTERVAL": (

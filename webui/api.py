@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, current_app, request, url_for
 from werkzeug.wsgi import wrap_file
 
-from babelsearch.engine.errors import InvalidImage
+from babelsearch.engine.errors import ImageTooLarge, InvalidImage
 from babelsearch.engine.options import MAX_K
 from babelsearch.engine.search import Hit
 
@@ -189,6 +189,8 @@ def thumb(image_id: int):
     with file:
         try:
             data = state().thumbs.thumbnail(row, size, source=file)
+        except ImageTooLarge:
+            raise  # 413 with the reason: too costly to decode for a request, not unreadable
         except InvalidImage as exc:
             raise WebError(500, "file_unreadable", f"the indexed file can no longer be decoded ({exc})") from None
     response = current_app.response_class(data, mimetype="image/jpeg")

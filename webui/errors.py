@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from babelsearch.engine.errors import (
     BabelsearchError,
     ImageNotFound,
+    ImageTooLarge,
     IncompatibleIndex,
     IndexNotFound,
     InvalidImage,
@@ -35,6 +36,7 @@ class WebError(Exception):
 # engine's errors at the HTTP edge: (status, code)
 DOMAIN_ERRORS: list[tuple[type[BabelsearchError], int, str]] = [
     (InvalidQuery, 400, "invalid_query"),
+    (ImageTooLarge, 413, "image_too_large"),  # before InvalidImage, its base
     (InvalidImage, 400, "invalid_image"),
     (ImageNotFound, 404, "not_found"),
     (IndexNotFound, 503, "no_index"),

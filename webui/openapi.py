@@ -148,7 +148,11 @@ def openapi_document() -> dict[str, Any]:
             (400, "Bad request: a parameter, the query or the uploaded image is invalid."),
             (404, "No image with that id, or its file is no longer on disk."),
             (410, "The file at the indexed path is no longer the indexed file (replaced, a symlink, modified)."),
-            (413, "The upload is larger than the server accepts."),
+            (
+                413,
+                "The upload is larger than the server accepts, or the image would cost more pixels to decode than it decodes for a request.",
+            ),
+            (431, "The request line and headers are larger than the server reads (64 KiB; a long query fits)."),
             (500, "Unexpected server error."),
             (503, "No index is loaded."),
         ]
@@ -207,7 +211,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         *_options(),
                     ],
-                    "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 500, 503),
+                    "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 431, 500, 503),
                 }
             },
             "/api/similar/{image_id}": {
@@ -345,7 +349,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                     ],
                     "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}}
-                    | _errors(400, 404, 410, 500, 503),
+                    | _errors(400, 404, 410, 413, 500, 503),
                 }
             },
             "/images/{image_id}/file": {

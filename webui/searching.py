@@ -268,7 +268,10 @@ def image_search(upload: Any, k: int, options: SearchOptions | None = None) -> R
     if not data:
         raise InvalidImage("the uploaded file is empty")
     options = replace(options, k=k) if options is not None else SearchOptions(k=k)
-    image = open_image(data, reduce_to=QUERY_IMAGE_SIDE)
+    from flask import current_app
+
+    # checked from the header before decoding: a stranger's 144-megapixel PNG would cost 600 MB
+    image = open_image(data, reduce_to=QUERY_IMAGE_SIDE, max_decode_pixels=current_app.config.get("MAX_DECODE_PIXELS"))
     started = time.perf_counter()
     hits = engine.search_image(image, options=options)
     return Results(hits, (time.perf_counter() - started) * 1000, k, where=options.where)

@@ -12,11 +12,21 @@ worker threads, so a slow client never holds a thread, only a connection. What i
 - ``max_request_header_size``: 64 KiB of request line and headers (a 1000-character query in any
   script is under 12 KiB percent-encoded); more is refused with a 431 before the app is involved.
 - ``max_request_body_size``: bodies far over the app's upload limit are refused before being buffered.
+
+waitress answers what it refuses itself (431, 413, 400) in plain text; on ``/api/`` routes the answer is
+the API's one error shape instead, ``{"error": {"code", "message"}}`` (``_ApiChannel``), as the OpenAPI
+document promises for every API error.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
+
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.task import ErrorTask
 
 # the limits, with why; every one can be changed by create_server's keywords
 CONNECTION_LIMIT = 1000
@@ -52,7 +62,60 @@ def create_server(
         "max_request_body_size": 4 * (app.config.get("MAX_CONTENT_LENGTH") or 16 * 2**20),
         **waitress_options,
     }
-    return waitress.create_server(app, **options)
+    server = waitress.create_server(app, **options)
+    # one listening socket is a server of its own; several (``listen=``) are kept in its map
+    for listener in [server, *getattr(server, "map", {}).values()]:
+        if hasattr(listener, "channel_class"):
+            listener.channel_class = _ApiChannel
+    return server
+
+
+# waitress' errors as the API names them (webui.errors.describe_error names Flask's the same way)
+_ERROR_CODES = {413: "payload_too_large", 431: "request_header_fields_too_large", 400: "bad_request"}
+_REQUEST_TARGET = re.compile(rb"\s*[A-Z]+ +(\S*)")
+
+
+class _ApiAwareParser(HTTPRequestParser):
+    """waitress' parser, remembering whether the request line named an ``/api/`` route: on a header
+    too large waitress forgets the request line (it parses ``GET /`` in its place)."""
+
+    api_route: bool | None = None  # None: not known yet (fewer bytes than the route prefix so far)
+
+    def received(self, data: bytes) -> int:
+        if self.api_route is None and not self.completed:
+            head = (self.header_plus + data)[:64]
+            match = _REQUEST_TARGET.match(head)
+            if match and (len(match.group(1)) >= 5 or match.end() < len(head)):
+                self.api_route = match.group(1).startswith(b"/api/")
+            elif len(head) >= 64 or b"\n" in head:
+                self.api_route = False
+        return super().received(data)
+
+
+class _ApiErrorTask(ErrorTask):
+    """waitress' own error answers; on an API route in the API's JSON error shape."""
+
+    def execute(self) -> None:
+        if not getattr(self.request, "api_route", False):
+            super().execute()
+            return
+        error = self.request.error
+        message = {
+            431: f"the request line and headers are larger than the server reads ({MAX_HEADER_BYTES // 1024} KiB)",
+            413: "the request body is larger than the server reads",
+        }.get(error.code, f"{error.reason.lower()}: {error.body}")
+        code = _ERROR_CODES.get(error.code, error.reason.lower().replace(" ", "_"))
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _ApiChannel(HTTPChannel):
+    parser_class = _ApiAwareParser
+    error_task_class = _ApiErrorTask
 
 
 def fit_connection_limit(wanted: int) -> int:

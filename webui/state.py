@@ -131,7 +131,10 @@ def load_state(config: dict[str, Any]) -> State:
     elif engine is None:
         error = "no index loaded: start the server with `babelsearch serve INDEX_DIR`"
     thumb_dir = config.get("THUMB_DIR")
-    thumbs = ThumbnailCache(default_thumb_dir(index_dir) if thumb_dir is None and index_dir else thumb_dir or None)
+    thumbs = ThumbnailCache(
+        default_thumb_dir(index_dir) if thumb_dir is None and index_dir else thumb_dir or None,
+        max_decode_pixels=config.get("MAX_DECODE_PIXELS"),
+    )
     interval = config.get("INDEX_CHECK_INTERVAL")
     return State(
         engine,

@@ -23,9 +23,11 @@ JPEG_QUALITY = 85
 class ThumbnailCache:
     """JPEG thumbnails of catalog images, made on first request and kept in ``directory``."""
 
-    def __init__(self, directory: str | os.PathLike | None) -> None:
+    def __init__(self, directory: str | os.PathLike | None, max_decode_pixels: int | None = None) -> None:
         # None, or a directory that cannot be written: thumbnails are made each time, not kept
         self.directory = Path(directory) if directory is not None else None
+        # images costlier to decode are refused (ImageTooLarge): any visitor can ask for any thumbnail
+        self.max_decode_pixels = max_decode_pixels
 
     def thumbnail(self, row: dict[str, Any], size: int, source: BinaryIO | None = None) -> bytes:
         """The JPEG bytes of a catalog row's image, fitted into size x size (never enlarged).
@@ -43,7 +45,7 @@ class ThumbnailCache:
             if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9":
                 return data
         # the checked file's own bytes, read through its descriptor: never what its path leads to by now
-        data = render_thumbnail(row["path"] if source is None else source.read(), size)
+        data = render_thumbnail(row["path"] if source is None else source.read(), size, self.max_decode_pixels)
         if cached is not None:
             try:
                 # a cache: losing a write costs one more rendering, so no fsync on a page view
@@ -59,11 +61,12 @@ class ThumbnailCache:
         return self.directory / f"{int(row['id'])}-{digest or 'nohash'}-{int(size)}.jpg"
 
 
-def render_thumbnail(source: str | os.PathLike | bytes, size: int) -> bytes:
-    """Decode an image (a file's path or its bytes) and return it as JPEG fitted into size x size."""
+def render_thumbnail(source: str | os.PathLike | bytes, size: int, max_decode_pixels: int | None = None) -> bytes:
+    """Decode an image (a file's path or its bytes) and return it as JPEG fitted into size x size;
+    ImageTooLarge if decoding it would cost more than ``max_decode_pixels`` (engine.images)."""
     from PIL import Image
 
-    image = open_image(source, reduce_to=size)
+    image = open_image(source, reduce_to=size, max_decode_pixels=max_decode_pixels)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)

@@ -5,8 +5,20 @@ from __future__ import annotations
 import click
 
 from babelsearch.engine.rerank import RERANK_MODES as RERANK_CHOICES
+from babelsearch.indexer.files import DEFAULT_LOCK_WAIT
 
 from .app import cli, one_line_errors, parse_margin_k
+
+# every command that writes an index waits for another run writing it (indexer.files.acquire_lock)
+wait_option = click.option(
+    "--wait",
+    "lock_wait",
+    default=DEFAULT_LOCK_WAIT,
+    show_default=True,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="While another run writes the index, wait this long for it to finish (0: refuse at once).",
+)
 
 
 @cli.command()
@@ -98,6 +110,7 @@ from .app import cli, one_line_errors, parse_margin_k
     metavar="[ADDRESS]",
     help="Decode and embed on Ray: alone, a local Ray on this machine; auto or HOST:PORT, a running cluster.",
 )
+@wait_option
 @one_line_errors
 def index(
     sources,
@@ -119,6 +132,7 @@ def index(
     repair,
     query_bank,
     ray_address,
+    lock_wait,
 ) -> None:
     """Index the images in SOURCES (folders, or .txt/.csv files listing paths), or --embeddings."""
     from babelsearch.indexer import IndexOptions, build_index, index_embeddings
@@ -149,6 +163,7 @@ def index(
         max_file_bytes=max_file_mb << 20,
         repair=repair,
         dim=dim,
+        lock_wait=lock_wait,
     )
     if embeddings:
         report = index_embeddings(
@@ -204,8 +219,9 @@ def bank() -> None:
     help="New default neighbourhood size: 1-16, 32, 64, 128, 256 or all.",
 )
 @click.option("--candidates", type=click.IntRange(1, 1000), default=None, help="New default candidate pool.")
+@wait_option
 @one_line_errors
-def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates) -> None:
+def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candidates, lock_wait) -> None:
     """Recompute every image's query-bank term (images are not re-embedded)."""
     from babelsearch.indexer.bank_terms import update_image_terms
 
@@ -216,5 +232,6 @@ def bank_update(index_dir, bank_files, include_default, rerank, margin_k, candid
         include_default=include_default,
         recompute=True,
         rerank_defaults={key: value for key, value in chosen.items() if value is not None},
+        lock_wait=lock_wait,
     )
     click.echo(report.summary())
