@@ -95,7 +95,7 @@ class Where:
                 if name in ("min_width", "min_height") and value:
                     if not (value.isascii() and value.isdigit()):
                         raise InvalidQuery(f"{name} must be a whole number of pixels, got {value[:40]!r}")
-                    value = int(value)
+                    value = digits_number(name, value)
             if value is not None and value != "":
                 given[name] = value
         return cls(**given) if given else None
@@ -126,7 +126,10 @@ def _folders(name: str, value: Any) -> tuple[str, ...]:
         folder = item.strip()
         if "\x00" in folder or len(folder) > _MAX_FOLDER_CHARS:
             raise InvalidQuery(f"{name}: not a folder path: {folder[:60]!r}")
-        folder = folder.rstrip("/") or "/"
+        # trailing slashes and the spaces between them: "a/ /" is "a", read back the same
+        while folder != (trimmed := folder.rstrip("/").rstrip()):
+            folder = trimmed
+        folder = folder or "/"
         if folder in ("", "."):
             continue
         kept.append(folder)
@@ -161,3 +164,13 @@ def _types(value: Any) -> tuple[str, ...]:
             raise InvalidQuery(f"type must be among {', '.join(FILE_TYPES)} (or jpg, heic, tif), got {item!r}")
         kept.append(kind)
     return tuple(dict.fromkeys(kept))
+
+
+MAX_DIGITS = 18  # every count and size a request gives fits; int() of 4,301 digits raises ValueError
+
+
+def digits_number(name: str, digits: str) -> int:
+    """The whole number a request's ASCII digits spell; InvalidQuery past MAX_DIGITS digits."""
+    if len(digits) > MAX_DIGITS:
+        raise InvalidQuery(f"{name} must be a whole number of at most {MAX_DIGITS} digits, got {digits[:40]!r}...")
+    return int(digits)

@@ -21,6 +21,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from .errors import ImageTooLarge, InvalidImage
@@ -130,7 +131,11 @@ def exif_taken_at(exif: Any) -> str | None:
     if not match:
         return None
     year, month, day, hour, minute, second = (int(part) for part in match.groups())
-    if not (1800 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
+    if not (1800 <= year <= 9999 and hour < 24 and minute < 60 and second < 61):
+        return None
+    try:
+        date(year, month, day)  # "2024:02:30" is no day: the filters compare dates as text
+    except ValueError:
         return None
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{min(second, 59):02d}"
 
@@ -148,12 +153,13 @@ def open_photo(
     try:
         # open reads the header only: the pixel count is checked here, before anything is decoded
         image = Image.open(io.BytesIO(source))
-        if image.width * image.height > MAX_PIXELS:
+        if decode_pixels(image) > MAX_PIXELS:
             raise InvalidImage(f"image too large ({image.width}x{image.height} pixels)")
         if max_decode_pixels is not None and decode_pixels(image, reduce_to) > max_decode_pixels:
             raise ImageTooLarge(_too_costly(image, max_decode_pixels))
         exif = image.getexif()
-        swapped = exif.get(0x0112, 1) in _SWAPPING_ORIENTATIONS
+        # Pillow's TIFF reader turns the image itself as it loads, and its header size is the turned one
+        swapped = exif.get(0x0112, 1) in _SWAPPING_ORIENTATIONS and image.format != "TIFF"
         size = (image.height, image.width) if swapped else (image.width, image.height)
         kind = (image.format or "").lower() or None
         taken_at = exif_taken_at(exif)
@@ -177,18 +183,24 @@ def open_photo(
 
 
 _JPEG_SCALES = (8, 4, 2)
+# Pillow keeps a pointer (8 bytes) per row beside 4 bytes per pixel: a 1 x 50,000,000 image costs 600 MB,
+# not 200; each row counts as the 2 pixels it weighs
+ROW_PIXELS = 2
 
 
 def decode_pixels(image: Any, reduce_to: int | None = None) -> int:
     """The pixels decoding ``image`` (opened: its header read, nothing decoded) will hold, asked for at a
     shorter side of ``reduce_to``: a baseline JPEG at the draft scale ``open_photo`` uses, anything else
-    (a progressive JPEG included: its decoder keeps every coefficient of the full size) whole."""
+    (a progressive JPEG included: its decoder keeps every coefficient of the full size) whole; plus
+    ``ROW_PIXELS`` per row, what Pillow's row table weighs."""
     width, height = image.size
     if image.format != "JPEG" or not reduce_to or image.info.get("progressive") or image.info.get("progression"):
-        return width * height
-    # Pillow's draft picks the largest scale that keeps the requested size (libjpeg's scaled IDCT)
-    scale = next((s for s in _JPEG_SCALES if min(width, height) / s >= reduce_to), 1)
-    return math.ceil(width / scale) * math.ceil(height / scale)
+        scale = 1
+    else:
+        # Pillow's draft picks the largest scale that keeps the requested size (libjpeg's scaled IDCT)
+        scale = next((s for s in _JPEG_SCALES if min(width, height) / s >= reduce_to), 1)
+    rows = math.ceil(height / scale)
+    return math.ceil(width / scale) * rows + ROW_PIXELS * rows
 
 
 def _too_costly(image: Any, limit: int) -> str:

@@ -107,7 +107,7 @@ class Manifest:
                 refine_dtype=str(data.get("refine_dtype", "float32")),
                 shard_size=int(data.get("shard_size", 0)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: 1e999, 10**400
             raise IndexDamaged(f"{where} is damaged ({exc!r}); rebuild the index") from exc
 
 
@@ -123,6 +123,15 @@ def _checked_shard(shard: ShardInfo, where: Path) -> ShardInfo:
 
 # a backslash or a drive colon would leave the directory on Windows; NUL ends a C string early
 _ESCAPING = re.compile(r"[\\:\x00]")
+
+
+def expand_home(name: str | os.PathLike) -> Path:
+    """``~`` and ``~user`` expanded; the name as it is when that cannot be done (no such user, no home
+    directory, a NUL byte), so that the run reports it as a file that does not exist."""
+    try:
+        return Path(name).expanduser()
+    except (RuntimeError, ValueError, KeyError):
+        return Path(name)
 
 
 def inside_index(name: object, where: Path) -> str:
@@ -172,7 +181,7 @@ def read_manifest(index_dir: str | os.PathLike) -> Manifest:
         raise IndexNotFound(f"no index at {index_dir}: {MANIFEST} is missing (build one with `babelsearch index`)")
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise IndexDamaged(f"{path} is damaged: it cannot be read ({exc}); rebuild the index") from exc
     if not isinstance(data, dict):
         raise IndexDamaged(f"{path} is damaged (not a babelsearch manifest); rebuild the index")

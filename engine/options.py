@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import rerank as rr
 from .errors import InvalidQuery
-from .filters import Where
+from .filters import Where, digits_number
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
@@ -122,7 +123,7 @@ class SearchOptions:
             if isinstance(value, str):
                 value = value.strip()
                 # "all" (margin_k) and mode names stay text; digits become the number they spell
-                value = int(value) if value.isascii() and value.isdigit() else value
+                value = digits_number(name, value) if value.isascii() and value.isdigit() else value
             if value is not None and value != "":
                 given[name] = value
         return cls(**given)
@@ -208,7 +209,13 @@ def check_text(text: Any) -> str:
         raise InvalidQuery("the query is empty")
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidQuery(f"the query is too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+    if _LONE_SURROGATE.search(text):
+        # a command-line argument of bytes that are not UTF-8 arrives so; no model can read it
+        raise InvalidQuery("the query is not valid text: it holds bytes that are not UTF-8")
     return text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _is_int(value: Any) -> bool:

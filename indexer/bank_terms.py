@@ -41,7 +41,15 @@ from babelsearch.engine.catalog import (
 from babelsearch.engine.encoders import Encoder
 from babelsearch.engine.encoders.matryoshka import index_encoder
 from babelsearch.engine.errors import InvalidQuery, SourceError
-from babelsearch.engine.layout import Manifest, atomic_write_bytes, manifest_path, read_manifest, write_manifest
+from babelsearch.engine.layout import (
+    Manifest,
+    atomic_write_bytes,
+    damaged,
+    expand_home,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from babelsearch.engine.rerank import (
     DEEPEST_K,
     DEFAULT_CANDIDATES,
@@ -91,7 +99,7 @@ def read_bank_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     """The texts of user bank files (UTF-8, one query a line), each text once, in file order."""
     texts: list[str] = []
     for path in paths:
-        path = Path(path).expanduser()
+        path = expand_home(path)
         try:
             texts.extend(parse_bank_text(path.read_text("utf-8")))
         except FileNotFoundError:
@@ -177,7 +185,7 @@ def refresh_image_terms(
         user_texts = read_bank_files(bank_files)
         user_sources = [Path(p).name for p in bank_files]
     else:
-        user_texts = parse_bank_text(user_path.read_text("utf-8")) if user_path.exists() else []
+        user_texts = _stored_user_texts(index_dir, user_path)
         user_sources = list(recorded.get("user_sources", []))
     default_texts = default_bank_texts() if include_default else []
     texts = list(dict.fromkeys(default_texts + user_texts))
@@ -207,6 +215,21 @@ def refresh_image_terms(
     write_manifest(index_dir, manifest)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _stored_user_texts(index_dir: Path, user_path: Path) -> list[str]:
+    """The user bank this index keeps (written by ``bank update --from``); IndexDamaged if not UTF-8."""
+    if not user_path.exists():
+        return []
+    try:
+        return parse_bank_text(user_path.read_text("utf-8"))
+    except UnicodeDecodeError:
+        raise damaged(
+            index_dir,
+            USER_TEXTS,
+            "is not UTF-8 text",
+            "replace it with `babelsearch bank update {index_dir} --from FILE`",
+        ) from None
 
 
 def _bank_vectors(index_dir: Path, encoder: Encoder, default_texts: list[str], user_texts: list[str]) -> np.ndarray:

@@ -30,7 +30,7 @@ from babelsearch.engine.encoders.local import canonical_spec
 from babelsearch.engine.encoders.matryoshka import TRUNCATE_DIM, truncate_dims
 from babelsearch.engine.errors import IncompatibleIndex
 from babelsearch.engine.images import MAX_FILE_BYTES
-from babelsearch.engine.layout import MANIFEST
+from babelsearch.engine.layout import MANIFEST, expand_home
 
 from .bank_terms import refresh_image_terms
 from .decode import Decoded, Failed, decode_image
@@ -129,7 +129,7 @@ def build_index(
 
         # before anything is read or written: without Ray installed this is the one clear error
         runner = RayBuild(ray, batch_size=batch_size or 32, workers=workers, progress=progress, encoder=encoder)
-    source_paths = [Path(s).expanduser() for s in sources]
+    source_paths = [expand_home(s) for s in sources]
     paths = collect_images(source_paths)
     asked = model if model is not None else (encoder.name if encoder is not None else None)
     if encoder is None and not (index_dir / MANIFEST).exists():

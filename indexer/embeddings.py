@@ -22,7 +22,7 @@ from babelsearch.engine.bank import BANK_SETTINGS
 from babelsearch.engine.catalog import file_records
 from babelsearch.engine.encoders.matryoshka import index_encoder
 from babelsearch.engine.errors import SourceError
-from babelsearch.engine.layout import PRECOMPUTED_MODEL
+from babelsearch.engine.layout import PRECOMPUTED_MODEL, expand_home
 
 from .bank_terms import refresh_image_terms
 from .build import IndexOptions, IndexReport, _fill_report, _progress_bar, open_writer
@@ -43,7 +43,7 @@ def index_embeddings(
     started = time.perf_counter()
     options = options or IndexOptions()
     index_dir = Path(index_dir)
-    vectors_path = Path(vectors).expanduser().resolve()
+    vectors_path = expand_home(vectors).resolve()
     array = load_vectors(vectors_path)
     ids, given_paths = read_metadata(metadata, len(array))
     paths = given_paths or [f"{vectors_path}#{i}" for i in ids.tolist()]
@@ -113,7 +113,7 @@ def read_metadata(metadata: str | os.PathLike | None, n: int) -> tuple[np.ndarra
     ids = np.arange(n, dtype=np.int64)
     paths: list[str] | None = None
     if metadata is not None:
-        meta = Path(metadata).expanduser()
+        meta = expand_home(metadata)
         try:
             with open(meta, newline="", encoding="utf-8-sig") as fh:
                 table = list(csv.DictReader(fh))

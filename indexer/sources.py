@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from babelsearch.engine.errors import SourceError
+from babelsearch.engine.layout import expand_home
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -27,7 +28,7 @@ def collect_images(sources: Iterable[str | os.PathLike]) -> list[Path]:
     """
     seen: dict[Path, None] = {}
     for source in sources:
-        source = Path(source).expanduser()
+        source = expand_home(source)
         if source.is_dir():
             found = walk_folder(source)
         elif source.is_file() and source.suffix.lower() in IMAGE_EXTENSIONS:
@@ -95,7 +96,7 @@ def read_path_list(list_file: Path) -> list[Path]:
     for entry in entries:
         if not entry or entry.startswith("#"):
             continue
-        path = Path(entry).expanduser()
+        path = expand_home(entry)
         paths.append(absolute(path if path.is_absolute() else base / path))
     return paths
 

@@ -202,3 +202,17 @@ def test_a_change_in_how_the_encoder_reads_text_redoes_the_terms(colour_folder: 
     assert not update_image_terms(index_dir, encoder=Reread()).recomputed_all  # recorded: kept next time
     bank_files = sorted(p.name for p in (index_dir / "bank").glob("default-*.npy"))
     assert len(bank_files) == 1  # the vectors of the old reading are not kept beside the new ones
+
+
+def test_a_stored_user_bank_that_is_not_utf8_is_named_with_the_way_out(colour_folder: Path, tmp_path: Path):
+    from babelsearch.engine.errors import IndexDamaged
+
+    index_dir = tmp_path / "index"
+    build_index([colour_folder], index_dir, model="test-colours")
+    bank = tmp_path / "mine.txt"
+    bank.write_text("\n".join(f"query {n}" for n in range(20)) + "\n")
+    update_image_terms(index_dir, bank_files=[bank])
+    (index_dir / "bank" / "user.txt").write_bytes(b"\xff\xfe\x00broken")  # damaged on disk
+    with pytest.raises(IndexDamaged, match=r"bank/user.txt is not UTF-8 text; replace it with `babelsearch bank"):
+        update_image_terms(index_dir)
+    assert update_image_terms(index_dir, bank_files=[bank]).texts  # the way out works

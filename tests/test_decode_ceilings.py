@@ -14,7 +14,7 @@ from PIL import Image
 
 from babelsearch.engine import SearchEngine
 from babelsearch.engine.errors import ImageTooLarge
-from babelsearch.engine.images import decode_pixels, open_photo
+from babelsearch.engine.images import ROW_PIXELS, decode_pixels, open_photo
 from babelsearch.indexer import build_index
 from babelsearch.indexer.decode import UNSIZED_MODEL_SIDE, Decoded, decode_image
 from babelsearch.webui import create_app
@@ -46,21 +46,26 @@ def opened(data: bytes) -> Image.Image:
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Image.open here, on a 144 MP header
 def test_decode_cost_counts_a_baseline_jpeg_at_its_reduced_size_and_anything_else_whole():
     baseline, progressive = jpeg_bytes((2400, 1800)), jpeg_bytes((2400, 1800), progressive=True)
-    assert decode_pixels(opened(baseline), 256) == 600 * 450  # 1/8 would be 225 < 256 on the shorter side
-    assert decode_pixels(opened(baseline), 200) == 300 * 225
-    assert decode_pixels(opened(baseline), 512) == 1200 * 900  # 1/2
-    assert decode_pixels(opened(baseline), None) == 2400 * 1800
-    assert decode_pixels(opened(progressive), 200) == 2400 * 1800  # its decoder holds every coefficient
-    assert decode_pixels(opened(png_header_only(12000, 12000)), 200) == 144_000_000
+    rows = ROW_PIXELS  # what each row's pointer weighs, in pixels
+    assert decode_pixels(opened(baseline), 256) == 600 * 450 + rows * 450  # 1/8 would be 225 < 256
+    assert decode_pixels(opened(baseline), 200) == 300 * 225 + rows * 225
+    assert decode_pixels(opened(baseline), 512) == 1200 * 900 + rows * 900  # 1/2
+    assert decode_pixels(opened(baseline), None) == 2400 * 1800 + rows * 1800
+    assert decode_pixels(opened(progressive), 200) == 2400 * 1800 + rows * 1800  # every coefficient held
+    assert decode_pixels(opened(png_header_only(12000, 12000)), 200) == 144_000_000 + rows * 12000
+    # a thin image is all rows: 1 x 50 million pixels weighs 600 MB in Pillow, three times its pixels
+    assert decode_pixels(opened(png_header_only(1, 50_000_000))) == 150_000_000
 
 
 def test_the_ceiling_is_checked_from_the_header_before_decoding():
     with pytest.raises(ImageTooLarge, match=r"12000x12000 PNG \(144 megapixels\); at most 50 megapixels"):
         open_photo(png_header_only(12000, 12000), reduce_to=512, max_decode_pixels=50_000_000)
-    photo = open_photo(jpeg_bytes((2400, 1800)), reduce_to=256, max_decode_pixels=300_000)  # costs 270,000
+    photo = open_photo(jpeg_bytes((2400, 1800)), reduce_to=256, max_decode_pixels=300_000)  # costs 270,900
     assert (photo.width, photo.height) == (2400, 1800) and photo.image.size == (600, 450)
     with pytest.raises(ImageTooLarge, match="progressive JPEG"):
         open_photo(jpeg_bytes((2400, 1800), progressive=True), reduce_to=256, max_decode_pixels=300_000)
+    with pytest.raises(ImageTooLarge, match="1x30000000 PNG"):  # 30 megapixels, but 90 by what it weighs
+        open_photo(png_header_only(1, 30_000_000), reduce_to=256, max_decode_pixels=50_000_000)
 
 
 @pytest.fixture
@@ -81,7 +86,7 @@ def test_an_upload_over_the_ceiling_is_refused_with_413_and_the_reason(app):
     error = response.get_json()["error"]
     assert error["code"] == "image_too_large" and "12000x12000" in error["message"]
     # a baseline JPEG of the same size would be decoded at 1/8: its cost, not its size, is what counts
-    app.config["MAX_DECODE_PIXELS"] = 1_500_000  # the baseline JPEG costs 1,080,000 (1/2), the progressive 4,320,000
+    app.config["MAX_DECODE_PIXELS"] = 1_500_000  # the baseline JPEG costs 1,081,800 (1/2), the progressive 4,323,600
     assert upload(client, jpeg_bytes((2400, 1800)), "big.jpg").status_code == 200
     assert upload(client, jpeg_bytes((2400, 1800), progressive=True), "big.jpg").status_code == 413
     page = client.post("/search/image", data={"image": (io.BytesIO(png_header_only(9000, 9000)), "b.png")})

@@ -309,3 +309,36 @@ def test_a_query_that_scores_nothing_gets_empty_slots_not_a_wrong_id(refine_path
     shards = ShardSet(4, stores)
     scores, found = shards.refine(np.full((1, 4), np.nan, np.float32), np.arange(10, 20)[None, :], keep=5)
     assert found[0].tolist() == [-1] * 5 and np.isneginf(scores[0]).all()
+
+
+def test_an_empty_slot_in_a_one_shard_index_is_never_scored_as_its_first_row(refine_path):
+    # the slot faiss leaves empty (-1) has no row: scored as row 0 it would outrank every candidate here
+    vectors = np.eye(8, dtype=np.float16)
+    shards = ShardSet(8, [RefineStore(np.arange(8, dtype=np.int64), vectors)])
+    query = vectors[:1].astype(np.float32)  # row 0 itself
+    scores, found = shards.refine(query, np.array([[5, -1, 7]]))
+    assert sorted(found[0, :2].tolist()) == [5, 7] and found[0, 2] == -1 and np.isneginf(scores[0, 2])
+
+
+def test_keep_zero_gives_no_slots_on_either_path(data, refine_path):
+    scores, found = data["ivf"].refine(data["queries"][:3], np.array([[1, 2, 3]] * 3), keep=0)
+    assert scores.shape == found.shape == (3, 0)
+
+
+def test_an_index_of_more_than_256_dimensions_opens_and_finds_its_vectors(tmp_path: Path):
+    # dims past the small integers Python caches: compared by value, never by identity
+    x = clustered_vectors(40, dim=384, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    index_embeddings(tmp_path / "x.npy", tmp_path / "index")
+    engine = SearchEngine.open(tmp_path / "index")
+    assert [row[0].id for row in engine.search_vectors(x[:5], k=1)] == [0, 1, 2, 3, 4]
+
+
+def test_a_shard_faiss_cannot_read_is_named_with_faiss_own_reason(data, tmp_path: Path):
+    copy = shutil.copytree(data["dirs"]["ivf"], tmp_path / "ivf")
+    shard = read_manifest(copy).shards[0]
+    (copy / shard.file).write_bytes(b"IxF2" + bytes(range(256)) * 4)
+    with pytest.raises(IndexDamaged) as caught:
+        SearchEngine.open(copy)
+    reason = str(caught.value).partition("cannot be read as a faiss index (")[2]
+    assert reason and not reason.startswith(("RuntimeError", "Error in")), str(caught.value)

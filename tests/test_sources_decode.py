@@ -34,6 +34,11 @@ def test_path_lists_txt_and_csv_resolve_relative_to_the_list(colour_folder: Path
 def test_missing_or_unknown_source_is_a_clear_error(tmp_path: Path):
     with pytest.raises(SourceError, match="does not exist"):
         collect_images([tmp_path / "nope"])
+    with pytest.raises(SourceError, match="~no-such-user-here/photos does not exist"):  # not RuntimeError
+        collect_images(["~no-such-user-here/photos"])
+    (tmp_path / "list.txt").write_text("~no-such-user-here/a.jpg\n")
+    (listed,) = collect_images([tmp_path / "list.txt"])  # reported by the decoder as a missing file
+    assert listed.name == "a.jpg" and not listed.exists()
     odd = tmp_path / "file.xyz"
     odd.write_text("x")
     with pytest.raises(SourceError, match="neither a folder"):
@@ -99,12 +104,14 @@ def test_one_pixel_guard_ours_not_pillows(tmp_path: Path, monkeypatch):
     # scaled down: Pillow's own guard stricter than ours, as its default (89 M) is below MAX_PIXELS (250 M)
     monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1_000)
-    under = write_image(tmp_path / "under.png", (10, 20, 30), size=(99, 100))  # 9,900 pixels
+    # 9,800 pixels and 100 rows of 2 pixels' weight (images.ROW_PIXELS): 10,000, at the limit
+    under = write_image(tmp_path / "under.png", (10, 20, 30), size=(98, 100))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not even a warning for an image under our limit
         decoded = decode_image(under)
-        assert isinstance(decoded, Decoded) and decoded.image.size == (99, 100)
-        assert images.open_image(under.read_bytes()).size == (99, 100)
+        assert isinstance(decoded, Decoded) and decoded.image.size == (98, 100)
+        assert images.open_image(under.read_bytes()).size == (98, 100)
+    assert decode_image(write_image(tmp_path / "row.png", (1, 2, 3), size=(99, 100))).reason.startswith("image too")
     assert PILImage.MAX_IMAGE_PIXELS == 10_000  # raised to ours, so that Pillow's guard still stands
     over = write_image(tmp_path / "over.png", (10, 20, 30), size=(101, 100))
     with pytest.warns(PILImage.DecompressionBombWarning):  # Pillow's, for an image we refuse anyway

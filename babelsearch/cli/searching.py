@@ -8,6 +8,7 @@ import time
 
 import click
 
+from babelsearch.engine.layout import expand_home
 from babelsearch.engine.rerank import RERANK_MODES as RERANK_CHOICES
 
 from .app import cli, json_text, one_line_errors, parse_margin_k
@@ -165,9 +166,8 @@ def _is_terminal() -> bool:
 def _folder_arg(folder: str) -> str:
     """A folder as the catalog has it: one that exists here is its resolved path (the indexer stores
     resolved paths), any other is kept as a name to match anywhere."""
-    from pathlib import Path
 
-    path = Path(folder).expanduser()
+    path = expand_home(folder)
     return str(path.resolve()) if path.is_dir() else folder
 
 

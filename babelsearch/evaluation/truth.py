@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from babelsearch.engine.errors import BabelsearchError
+from babelsearch.engine.layout import expand_home
 
 PATH_COLUMNS = ("path", "file", "image", "filename")
 CLASS_COLUMNS = ("class_idx", "class", "label", "class_index")
@@ -101,7 +102,7 @@ def _pick_languages(available: list[str], wanted: list[str] | None, where: Path)
 
 
 def _resolve(base: Path, path: str) -> str:
-    p = Path(path.strip()).expanduser()
+    p = expand_home(path.strip())
     return str((p if p.is_absolute() else base / p).resolve())
 
 

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 from ..cache import user_cache_dir
 from ..errors import InvalidSetting, ModelUnavailable, UnknownModel
+from ..layout import expand_home
 
 __all__ = [
     "MODELS_ENV",
@@ -71,7 +72,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 def models_cache_dir() -> str | None:
     """``$BABELSEARCH_MODELS`` when set, else None: the libraries' shared Hugging Face cache."""
     value = os.environ.get(MODELS_ENV, "").strip()
-    return str(Path(value).expanduser()) if value else None
+    return str(expand_home(value)) if value else None
 
 
 def hub_cache_dir() -> str:
@@ -230,7 +231,7 @@ def canonical_spec(spec: str) -> str:
     index opens from any working directory; every other spec unchanged (but stripped)."""
     spec = spec.strip()
     if spec.startswith("local:") and spec[len("local:") :].strip():
-        return "local:" + str(Path(spec[len("local:") :].strip()).expanduser().resolve())
+        return "local:" + str(expand_home(spec[len("local:") :].strip()).resolve())
     return spec
 
 
@@ -239,7 +240,7 @@ def resolve_local(spec: str) -> LocalModel:
     raw = spec[len("local:") :].strip() if spec.startswith("local:") else spec
     if not raw:
         raise UnknownModel("local: needs a directory, e.g. --model local:/models/my-clip")
-    path = Path(raw).expanduser()
+    path = expand_home(raw)
     if not path.is_dir():
         raise UnknownModel(f"model directory {path} does not exist (from --model {spec})")
     if (path / "open_clip_config.json").is_file():
