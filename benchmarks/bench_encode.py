@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from babelsearch.engine.encoders import Encoder  # noqa: E402
 from babelsearch.engine.encoders.babel_lite import BabelLiteEncoder  # noqa: E402
 from babelsearch.indexer import build_index, collect_images  # noqa: E402
 from babelsearch.indexer.decode import Decoded, decode_image  # noqa: E402
@@ -65,12 +66,12 @@ class Timer:
         self.cpu = time.process_time() - self.cpu
 
 
-class TimedEncoder:
+class TimedEncoder(Encoder):
     """Wraps an encoder to add up the time spent inside encode_images (the model's busy time)."""
 
-    def __init__(self, inner):
-        self.inner, self.name, self.dim = inner, inner.name, inner.dim
-        self.preprocess_short_side = getattr(inner, "preprocess_short_side", None)
+    def __init__(self, inner: Encoder):
+        self.inner, self.name, self.dim, self.version = inner, inner.name, inner.dim, inner.version
+        self.preprocess_short_side = inner.preprocess_short_side
         self.busy = 0.0
 
     def encode_images(self, images):
@@ -80,8 +81,8 @@ class TimedEncoder:
         finally:
             self.busy += time.perf_counter() - start
 
-    def encode_texts(self, texts):
-        return self.inner.encode_texts(texts)
+    def encode_texts(self, texts, languages=None):
+        return self.inner.encode_texts(texts, languages)
 
 
 class DecodeWaits:

@@ -74,7 +74,7 @@ def vectors_key(encoder: Encoder, texts: list[str]) -> str:
 
 def text_revision(encoder: Encoder) -> str:
     """An encoder's own note of what else shapes its text vectors (babel-lite: its glossary), or ""."""
-    return str(getattr(encoder, "text_revision", ""))
+    return str(encoder.text_revision)
 
 
 # id(encoder) -> (encoder, fingerprint); holding the encoder keeps its id from being reused

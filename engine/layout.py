@@ -28,9 +28,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import IncompatibleIndex, IndexDamaged, IndexNotFound
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
 
 FORMAT_NAME = "babelsearch-index"
 FORMAT_VERSION = 2
@@ -207,9 +210,9 @@ def write_manifest(index_dir: str | os.PathLike, manifest: Manifest) -> None:
 MODEL_VERSION = "model_version"  # manifest.settings key: the encoder's ``version``, where it has one
 
 
-def check_model_version(manifest: Manifest, encoder: Any, index_dir: str | os.PathLike) -> None:
+def check_model_version(manifest: Manifest, encoder: Encoder, index_dir: str | os.PathLike) -> None:
     """Refuse an encoder whose vectors differ from the index's: same model name, another recipe."""
-    have, recorded = getattr(encoder, "version", None), manifest.settings.get(MODEL_VERSION)
+    have, recorded = encoder.version, manifest.settings.get(MODEL_VERSION)
     if have is not None and recorded is not None and str(have) != str(recorded):
         raise IncompatibleIndex(
             f"index {index_dir} holds {manifest.model} vectors of version {recorded}, but this "

@@ -74,10 +74,11 @@ class SearchEngine:
         A damaged index (a file missing, unreadable or disagreeing with the manifest; a manifest naming
         files outside the directory) raises IndexDamaged naming the file and the way out."""
         index_dir = Path(index_dir)
+        asked = model if model is not None or encoder is None else encoder.name
         for attempt in range(3):
             manifest = read_manifest(index_dir)
             check_readable(manifest, index_dir)
-            check_model(manifest, model if model is not None else getattr(encoder, "name", None), index_dir)
+            check_model(manifest, asked, index_dir)
             if encoder is not None:
                 check_model_version(manifest, encoder, index_dir)
             probe_catalog(index_dir)
@@ -234,8 +235,7 @@ class SearchEngine:
         """How the model read a query it rewrote (babel-lite: the English glosses a query in Chinese
         characters is blended with), for people to see; [] when it was read as written."""
         check_text(text)
-        readings = getattr(self.encoder, "query_readings", None)
-        return list(readings([text])[0]) if readings else []
+        return list(self.encoder.query_readings([text])[0])
 
     def relevance_calibration(self, rerank: str | None = None, margin_k: int | str | None = None) -> Calibration | None:
         """The score distribution "likely relevant" is judged against, for a text search with these
@@ -270,12 +270,12 @@ class SearchEngine:
         """Per text, the language as the model reads it (NLLB: the FLORES-200 token, such as deu_Latn;
         None for models that take no language)."""
         encoder = self.encoder
-        if not getattr(encoder, "accepts_languages", False):
+        if not encoder.accepts_languages:
             return [None] * len(texts)
-        return list(encoder.text_languages(texts, self._languages(encoder, texts, lang)))  # type: ignore[attr-defined]
+        return list(encoder.text_languages(texts, self._languages(encoder, texts, lang)))
 
     def _languages(self, encoder: Encoder, texts: list[str], lang: str | None) -> list[str | None] | None:
-        if lang is None and not getattr(encoder, "language_tokens", False):
+        if lang is None and not encoder.language_tokens:
             return None  # a model that reads no language token: nothing worth detecting
         codes = [self.query_language(text, lang).code for text in texts]
         # undetermined: the encoder falls back to its default language
@@ -285,10 +285,10 @@ class SearchEngine:
         for text in texts:
             check_text(text)
         encoder = self.encoder
-        # decided once per encoder class, not by probing signatures per call: babel-lite takes no languages
-        if not getattr(encoder, "accepts_languages", False):
+        # a model that uses no languages is not given any: detecting them costs a fastText call per query
+        if not encoder.accepts_languages:
             return encoder.encode_texts(texts)
-        return encoder.encode_texts(texts, languages=self._languages(encoder, texts, lang))  # type: ignore[call-arg]
+        return encoder.encode_texts(texts, languages=self._languages(encoder, texts, lang))
 
     def _search(
         self,

@@ -142,7 +142,7 @@ def build_index(
         encoder = _index_dims(writer, encoder or get_encoder(writer.manifest.model), dim)
         writer.use_encoder(encoder)
         if batch_size is None:
-            batch_size = int(getattr(encoder, "image_batch_size", None) or 32)
+            batch_size = int(encoder.image_batch_size or 32)
             if runner is not None:
                 runner.batch_size = batch_size
         if runner is not None:
@@ -175,7 +175,7 @@ def _index_dims(writer: IndexWriter, encoder: Encoder, dim: int | None) -> Encod
     existing index (another ``dim`` is refused: its vectors would not fit)."""
     manifest = writer.manifest
     recorded = manifest.settings.get(TRUNCATE_DIM)
-    full = int(getattr(encoder, "full_dim", encoder.dim))
+    full = int(encoder.full_dim)
     if manifest.dim:  # an existing index: its dimensions are settled
         kept = int(recorded) if recorded else manifest.dim
         if dim is not None and dim != kept:
@@ -289,7 +289,7 @@ def _embed_and_add(
     max_bytes: int = MAX_FILE_BYTES,
 ) -> None:
     bar = _progress_bar(len(todo), progress)
-    short_side = getattr(encoder, "preprocess_short_side", None)
+    short_side = encoder.preprocess_short_side
     try:
         decoded = _decode_all(todo, short_side, workers, lookahead=2 * batch_size, max_bytes=max_bytes)
         embedded = (

@@ -219,8 +219,7 @@ class RayBuild:
         self.connect()
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-        # babel-lite's image tower runs on ONNX Runtime's CPU provider; torch encoders report a device
-        use_gpus = gpus > 0 and hasattr(encoder, "device")
+        use_gpus = gpus > 0 and encoder.can_use_gpu
         size = gpus if use_gpus else max(1, cpus)
         part = _part_size(len(missing), size, self.batch_size)
         parts = math.ceil(len(missing) / part)
@@ -301,7 +300,7 @@ def _registry_factory(spec: str) -> Callable[[str], Encoder]:
 
 def _model_key(encoder: Encoder, spec: str) -> dict[str, str]:
     """What staged vectors were made with: reused only if all of it is the same."""
-    return {"model": spec, "dim": str(encoder.dim), "version": str(getattr(encoder, "version", ""))}
+    return {"model": spec, "dim": str(encoder.dim), "version": str(encoder.version or "")}
 
 
 def _part_size(n: int, workers: int, batch_size: int) -> int:

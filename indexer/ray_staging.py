@@ -71,10 +71,10 @@ class EmbedPart:
         self.encoder = make_encoder()
         self.folder = Path(folder)
         self.model_key = model_key
-        self.batch_size = max(batch_size, int(getattr(self.encoder, "image_batch_size", 0) or 0))
+        self.batch_size = max(batch_size, int(self.encoder.image_batch_size or 0))
         self.decode_threads = decode_threads
         self.max_bytes = max_bytes
-        self.short_side = getattr(self.encoder, "preprocess_short_side", None)
+        self.short_side = self.encoder.preprocess_short_side
         self.name = f"{ray.util.get_node_ip_address()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:

@@ -161,7 +161,7 @@ class IndexWriter:
         """Check, once per run, that the encoder's vectors fit the index (dim, model version)."""
         _check_dim(self.manifest, encoder.dim, self.index_dir)
         check_model_version(self.manifest, encoder, self.index_dir)
-        version = getattr(encoder, "version", None)
+        version = encoder.version
         if self.count == 0 and version is not None:
             self.manifest.settings[MODEL_VERSION] = str(version)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from babelsearch.engine.encoders import normalize_rows, register_encoder
+from babelsearch.engine.encoders import Encoder, normalize_rows, register_encoder
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 SHARED_SAMPLE = SHARED / "data" / "imagenet-sample"
@@ -46,7 +46,7 @@ def require_path(path: Path, what: str) -> Path:
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (25, 30, 210), "yellow": (230, 220, 20)}
 
 
-class ColourEncoder:
+class ColourEncoder(Encoder):
     """A tiny, exact stand-in model: an image is its mean RGB, a text names a colour."""
 
     name = "test-colours"

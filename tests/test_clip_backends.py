@@ -25,7 +25,7 @@ require_module("open_clip")
 require_module("sentence_transformers")
 
 from babelsearch.cli import cli  # noqa: E402
-from babelsearch.engine.encoders import get_encoder  # noqa: E402
+from babelsearch.engine.encoders import Encoder, get_encoder  # noqa: E402
 from babelsearch.engine.errors import InvalidSetting  # noqa: E402
 
 from .tiny_models import EMBED_DIM, build_openclip, build_sentence_transformers  # noqa: E402
@@ -318,11 +318,11 @@ def test_matryoshka_truncation_keeps_a_renormalised_prefix(models):
     with pytest.raises(InvalidSetting, match="between 1 and"):
         truncate_dims(encoder, EMBED_DIM + 1)
 
-    class NotMatryoshka:
+    class NotMatryoshka(Encoder):
         name, dim, matryoshka = "openclip:xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k", 512, False
 
     with pytest.raises(InvalidSetting, match="not a Matryoshka model"):
-        truncate_dims(NotMatryoshka(), 128)  # type: ignore[arg-type]
+        truncate_dims(NotMatryoshka(), 128)
 
 
 # -- end to end ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from PIL import Image
 from babelsearch.cli import cli
 from babelsearch.engine import SearchEngine, SourceError
 from babelsearch.engine.bank import read_image_terms
-from babelsearch.engine.encoders import normalize_rows, register_encoder
+from babelsearch.engine.encoders import Encoder, normalize_rows, register_encoder
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.rerank import MARGIN_KS
 from babelsearch.indexer import IndexOptions, build_index, index_embeddings
@@ -40,7 +40,7 @@ _BASIS = np.linalg.qr(np.random.default_rng(3).normal(size=(DIM, DIM)))[0]
 CONCEPTS, COMMON = _BASIS[:N_CONCEPTS], _BASIS[N_CONCEPTS]  # orthonormal directions
 
 
-class HubEncoder:
+class HubEncoder(Encoder):
     """Concept photos (red = 40 x (n + 1)) each on its own axis; the hub photo (blue) along the direction every
     text leans towards. So plain cosine puts the hub first for every query, text or image, and the margin
     (the hub is close to the whole query bank) puts it down."""

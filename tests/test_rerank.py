@@ -7,7 +7,7 @@ import pytest
 
 from babelsearch.engine import SearchEngine
 from babelsearch.engine import rerank as rr
-from babelsearch.engine.encoders import normalize_rows, register_encoder
+from babelsearch.engine.encoders import Encoder, normalize_rows, register_encoder
 from babelsearch.indexer import build_index
 
 from .conftest import write_image
@@ -69,7 +69,7 @@ _E = np.linalg.qr(_rng.normal(size=(DIM, DIM)))[0][: N_CONCEPTS + 1]  # orthonor
 _U, _CONCEPT = _E[-1], _E[:N_CONCEPTS]  # _U: a direction every query leans towards
 
 
-class HubEncoder:
+class HubEncoder(Encoder):
     """Images are concept photos (red channel = 10 x concept) or the hub (blue); texts "cN" are
     concept queries that, like real text embeddings, share a common direction; the hub lies along it."""
 

@@ -1,23 +1,25 @@
-"""The one Encoder protocol and the one registry of model specs.
+"""The one Encoder contract (base.py) and the one registry of model specs.
 
-Indexer and engine know nothing else about models: they ask ``get_encoder(spec)`` for an object with
-``name``, ``dim``, ``encode_images`` and ``encode_texts``, whose outputs are L2-normalised float32.
-A spec is a string such as ``babel-lite``; a backend registers a prefix (``st:``, ``openclip:``)
-or an exact name together with a factory.
+Indexer and engine know nothing else about models: they ask ``get_encoder(spec)`` for an ``Encoder``
+(``name``, ``dim``, ``encode_images``, ``encode_texts`` and the members base.py declares with their
+defaults), whose outputs are L2-normalised float32. A spec is a string such as ``babel-lite``; a backend
+registers a prefix (``st:``, ``openclip:``) or an exact name together with a factory that returns an
+instance of an Encoder subclass.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import UnknownModel
+from ..errors import InvalidSetting, UnknownModel
+from .base import Encoder, Languages
 
 __all__ = [
     "Encoder",
+    "Languages",
     "DEFAULT_MODEL",
     "get_encoder",
     "register_encoder",
@@ -26,20 +28,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "babel-lite"
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """Maps images and texts into one vector space (rows L2-normalised, float32)."""
-
-    name: str
-    dim: int
-
-    def encode_images(self, images: list) -> np.ndarray:  # list[PIL.Image.Image] -> (n, dim)
-        ...
-
-    def encode_texts(self, texts: list[str]) -> np.ndarray:  # -> (n, dim)
-        ...
 
 
 EncoderFactory = Callable[[str], Encoder]
@@ -65,12 +53,17 @@ def available_models() -> list[str]:
 def get_encoder(spec: str = DEFAULT_MODEL) -> Encoder:
     """Resolve a model spec to a loaded encoder (cached: one model per spec per process)."""
     spec = spec.strip()
-    if spec in _exact:
-        return _exact[spec](spec)
-    for prefix, factory in _prefixes.items():
-        if spec.startswith(prefix):
-            return factory(spec)
-    raise UnknownModel(f"unknown model {spec!r}; available: {', '.join(available_models())}")
+    factory = _exact.get(spec) or next((f for prefix, f in _prefixes.items() if spec.startswith(prefix)), None)
+    if factory is None:
+        raise UnknownModel(f"unknown model {spec!r}; available: {', '.join(available_models())}")
+    encoder = factory(spec)
+    if not isinstance(encoder, Encoder):
+        # what the engine and indexer may use of it is what Encoder declares, defaults included
+        raise InvalidSetting(
+            f"the model registered for {spec!r} is a {type(encoder).__name__}, which does not subclass "
+            "babelsearch.Encoder; subclass it (engine/encoders/base.py says what each member means)"
+        )
+    return encoder
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

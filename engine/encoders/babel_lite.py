@@ -30,6 +30,7 @@ from .. import glossary
 from ..cache import user_cache_dir
 from ..images import resize_short_side
 from . import normalize_rows
+from .base import Encoder, Languages
 from .caption_space import CaptionSpace, load_caption_space, shipped_path
 
 IMAGE_SHORT_SIDE = 256
@@ -115,7 +116,7 @@ def class_prototypes(embed, lemmas: list[list[str]], templates: tuple[str, ...])
     return normalize_rows(sums)
 
 
-class BabelLiteEncoder:
+class BabelLiteEncoder(Encoder):
     """Concepts (ConSE) and captions over EfficientNet-Lite0 and multilingual-e5-small; cosine metric."""
 
     name = "babel-lite"
@@ -244,7 +245,8 @@ class BabelLiteEncoder:
         """``query_length`` of each text."""
         return np.array([query_length(text) for text in texts], dtype=np.float32)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], languages: Languages = None) -> np.ndarray:
+        # languages are not used (accepts_languages is False): e5 reads every language as it comes
         if not texts:
             return np.zeros((0, self.space.dim), dtype=np.float32)
         cleaned = [normalize_query_text(t) for t in texts]

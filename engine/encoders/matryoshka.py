@@ -12,37 +12,47 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidSetting
-from . import Encoder, normalize_rows
+from . import Encoder, Languages, normalize_rows
 
 __all__ = ["TRUNCATE_DIM", "TruncatedEncoder", "index_encoder", "truncate_dims"]
 
 TRUNCATE_DIM = "truncate_dim"  # manifest setting: the dimensions an index keeps of its model's vectors
 
 
-class TruncatedEncoder:
+class TruncatedEncoder(Encoder):
     """An encoder's first ``dim`` dimensions; everything else (name, version, ...) is the inner one's."""
 
     def __init__(self, inner: Encoder, dim: int) -> None:
         self._inner = inner
         self.name = inner.name
         self.dim = dim
-        self.full_dim = inner.dim
+        self.version = inner.version
+        self.image_batch_size = inner.image_batch_size
+        self.preprocess_short_side = inner.preprocess_short_side
+        self.accepts_languages = inner.accepts_languages
+        self.language_tokens = inner.language_tokens
+        self.matryoshka = inner.matryoshka
+        self.can_use_gpu = inner.can_use_gpu
 
-    def __getattr__(self, item: str) -> Any:
-        # only called for what the instance lacks; while unpickled (a Ray worker) _inner is not set yet
-        if item.startswith("__") or item == "_inner":
-            raise AttributeError(item)
-        return getattr(self._inner, item)
+    @property
+    def text_revision(self) -> str:
+        return self._inner.text_revision
+
+    @property
+    def full_dim(self) -> int:
+        return self._inner.dim
 
     def encode_images(self, images: list) -> np.ndarray:
         return normalize_rows(self._inner.encode_images(images)[:, : self.dim])
 
-    def encode_texts(self, texts: list[str], languages: Any = None) -> np.ndarray:
-        if languages is None:
-            full = self._inner.encode_texts(texts)
-        else:
-            full = self._inner.encode_texts(texts, languages=languages)  # type: ignore[call-arg]
-        return normalize_rows(full[:, : self.dim])
+    def encode_texts(self, texts: list[str], languages: Languages = None) -> np.ndarray:
+        return normalize_rows(self._inner.encode_texts(texts, languages)[:, : self.dim])
+
+    def text_languages(self, texts: list[str], languages: Languages = None) -> list[str | None]:
+        return self._inner.text_languages(texts, languages)
+
+    def query_readings(self, texts: list[str]) -> list[list[str]]:
+        return self._inner.query_readings(texts)
 
 
 def truncate_dims(encoder: Encoder, dim: int | None) -> Encoder:
@@ -55,7 +65,7 @@ def truncate_dims(encoder: Encoder, dim: int | None) -> Encoder:
         return encoder
     if not 1 <= dim < encoder.dim:
         raise InvalidSetting(f"--dim must be between 1 and {encoder.dim} for {encoder.name}, not {dim}")
-    if getattr(encoder, "matryoshka", False) is False:
+    if encoder.matryoshka is False:
         raise InvalidSetting(
             f"{encoder.name} is not a Matryoshka model, so its first {dim} dimensions are no embedding; "
             "--dim is for models such as openclip:nllb-clip-base-siglip/mrl"

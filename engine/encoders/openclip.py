@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..errors import UnknownModel
 from . import normalize_rows
+from .base import Encoder, Languages
 from .flores import DEFAULT as DEFAULT_FLORES
 from .flores import REVISION as FLORES_REVISION
 from .flores import flores_code
@@ -65,12 +65,13 @@ def _is_language_token_model(text_cfg: dict[str, Any]) -> bool:
     return "nllb" in name.lower() or "m2m" in name.lower()
 
 
-class OpenClipEncoder:
-    """An open_clip model behind the Encoder protocol (rows L2-normalised float32)."""
+class OpenClipEncoder(Encoder):
+    """An open_clip model behind the Encoder contract (rows L2-normalised float32)."""
 
     backend = "openclip"
     # encode_texts takes languages= (the engine passes the query language; NLLB reads it as a token)
     accepts_languages = True
+    can_use_gpu = True
 
     def __init__(
         self,
@@ -129,7 +130,7 @@ class OpenClipEncoder:
         return normalize_rows(np.concatenate(parts))
 
     # -- texts -----------------------------------------------------------------------------------
-    def text_languages(self, texts: list[str], languages: str | Sequence[str | None] | None = None) -> list[str | None]:
+    def text_languages(self, texts: list[str], languages: Languages = None) -> list[str | None]:
         """Per text, the FLORES-200 code its language token will be (None where the model takes none).
 
         ``languages``: one code for all texts, or one per text (ISO 639 or FLORES; None = detect).
@@ -151,7 +152,7 @@ class OpenClipEncoder:
             codes.append(code if code is not None and self._token_id(code) is not None else DEFAULT_FLORES)
         return codes
 
-    def encode_texts(self, texts: list[str], languages: str | Sequence[str | None] | None = None) -> np.ndarray:
+    def encode_texts(self, texts: list[str], languages: Languages = None) -> np.ndarray:
         import torch
 
         if not texts:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UnknownModel
 from . import normalize_rows
+from .base import Encoder, Languages
 from .local import (
     LocalModel,
     autocast_for,
@@ -60,14 +61,13 @@ def _modalities(model: Any) -> set[str]:
     return set(getattr(model, "modalities", None) or ["text"])
 
 
-class SentenceTransformersEncoder:
+class SentenceTransformersEncoder(Encoder):
     """A sentence-transformers text model and image model sharing one space (rows L2-normalised)."""
 
     backend = "sentence-transformers"
     # encode_texts takes languages= (the engine passes the query language; NLLB reads it as a token)
     accepts_languages = True
-    language_tokens = False
-    matryoshka: bool | None = False
+    can_use_gpu = True
 
     def __init__(self, spec: str, text_model: Any, image_model: Any, version: str, device: str) -> None:
         if "image" not in _modalities(image_model):
@@ -85,8 +85,6 @@ class SentenceTransformersEncoder:
         self.text_batch_size = batch_size_for(device, "text")
         self.preprocess_short_side = _short_side(image_model)
 
-    text_revision = ""
-
     def _autocast(self):
         return autocast_for(self.device)
 
@@ -100,8 +98,8 @@ class SentenceTransformersEncoder:
             )
         return normalize_rows(np.asarray(vectors, dtype=np.float32).reshape(len(images), self.dim))
 
-    def encode_texts(self, texts: list[str], languages: Any = None) -> np.ndarray:
-        # ``languages`` is accepted for the protocol's sake: these text towers take no language hint
+    def encode_texts(self, texts: list[str], languages: Languages = None) -> np.ndarray:
+        # ``languages`` is accepted for the contract's sake: these text towers take no language hint
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._autocast():
@@ -109,9 +107,6 @@ class SentenceTransformersEncoder:
                 list(texts), batch_size=self.text_batch_size, convert_to_numpy=True, show_progress_bar=False
             )
         return normalize_rows(np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim))
-
-    def text_languages(self, texts: list[str], languages: Any = None) -> list[str | None]:
-        return [None] * len(texts)
 
 
 def _short_side(model: Any) -> int | None:
