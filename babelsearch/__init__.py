@@ -31,8 +31,8 @@ _EXPORTS: dict[str, str] = {
     "available_models": "babelsearch.engine.encoders",
     "DEFAULT_MODEL": "babelsearch.engine.encoders",
     "build_index": "babelsearch.indexer.build",
-    "IndexOptions": "babelsearch.indexer.build",
-    "IndexReport": "babelsearch.indexer.build",
+    "IndexOptions": "babelsearch.indexer.pipeline",
+    "IndexReport": "babelsearch.indexer.pipeline",
     "index_embeddings": "babelsearch.indexer.embeddings",
     "update_image_terms": "babelsearch.indexer.bank_terms",
     "Client": "babelsearch.webui.client",
@@ -42,12 +42,14 @@ _ERRORS = (
     "BabelsearchError",
     "IncompatibleIndex",
     "IndexBusy",
+    "IndexDamaged",
     "ImageNotFound",
     "ImageTooLarge",
     "IndexNotFound",
     "InvalidImage",
     "InvalidQuery",
     "InvalidSetting",
+    "ModelUnavailable",
     "SourceError",
     "UnknownModel",
 )
@@ -63,12 +65,14 @@ __all__ = [
     "ImageTooLarge",
     "IncompatibleIndex",
     "IndexBusy",
+    "IndexDamaged",
     "IndexNotFound",
     "IndexOptions",
     "IndexReport",
     "InvalidImage",
     "InvalidQuery",
     "InvalidSetting",
+    "ModelUnavailable",
     "SearchEngine",
     "SearchOptions",
     "SourceError",
@@ -105,10 +109,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         ImageTooLarge,
         IncompatibleIndex,
         IndexBusy,
+        IndexDamaged,
         IndexNotFound,
         InvalidImage,
         InvalidQuery,
         InvalidSetting,
+        ModelUnavailable,
         SourceError,
         UnknownModel,
     )
@@ -116,7 +122,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .engine.options import SearchOptions
     from .engine.search import Hit, SearchEngine
     from .indexer.bank_terms import update_image_terms
-    from .indexer.build import IndexOptions, IndexReport, build_index
+    from .indexer.build import build_index
     from .indexer.embeddings import index_embeddings
+    from .indexer.pipeline import IndexOptions, IndexReport
     from .webui import create_app
     from .webui.client import Client

@@ -94,7 +94,7 @@ class DecodeWaits:
     def __enter__(self):
         from babelsearch.indexer import build
 
-        self._module, self._original = build, build._decode_all
+        self._module, self._original = build, build.decode_all
 
         def timed(*args, **kwargs):
             stream = self._original(*args, **kwargs)
@@ -108,11 +108,11 @@ class DecodeWaits:
                     self.seconds += time.perf_counter() - start
                 yield item
 
-        build._decode_all = timed
+        build.decode_all = timed
         return self
 
     def __exit__(self, *exc):
-        self._module._decode_all = self._original
+        self._module.decode_all = self._original
 
 
 def load() -> str:

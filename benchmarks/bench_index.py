@@ -198,7 +198,7 @@ def main() -> None:
             else sorted({8, engine.default_refine_factor})
         )
         engine_ram = rss_anon_of(f"SearchEngine.open({str(index_dir)!r})")
-        shards = engine._shards
+        shards = engine.shards
         print(f"engine: {factory}, built in {engine_build:.0f} s", flush=True)
 
         # plain faiss, same factory string, same training sample size, one index in RAM

@@ -353,7 +353,7 @@ def worker_query(system: str, folder: Path, out: Path, cfg: dict) -> list[dict]:
         nprobe, factor = engine.default_nprobe, engine.default_refine_factor
         measure(f"defaults, `search_vectors` ({engine.manifest.factory}, nprobe {nprobe}, x{factor})")
         # the index alone (no catalog rows, no near-duplicate folding): what the refine costs against faiss'
-        shards = engine._shards
+        shards = engine.shards
 
         def index_only(label: str, probes: int, refine: int) -> None:
             r = _timed(

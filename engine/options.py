@@ -17,11 +17,16 @@ from .filters import Where, digits_number
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
 MAX_REFINE_FACTOR = 100
+# more inverted lists than an index has means all of them; an index of a billion images has 2**17
+MAX_NPROBE = 2**20
+MIN_SCORE_LIMIT = 100  # min_score from -100 to 100 (scores are cosines or reranked cosines)
 
 __all__ = [
     "MAX_K",
+    "MAX_NPROBE",
     "MAX_QUERY_CHARS",
     "MAX_REFINE_FACTOR",
+    "MIN_SCORE_LIMIT",
     "ImageKeywords",
     "SearchKeywords",
     "SearchOptions",
@@ -72,7 +77,7 @@ class SearchOptions:
                 ) from None
             set_(self, "margin_k", self.margin_k if isinstance(self.margin_k, str) else int(self.margin_k))
         if self.nprobe is not None:
-            set_(self, "nprobe", _positive("nprobe", self.nprobe))
+            set_(self, "nprobe", _positive("nprobe", self.nprobe, MAX_NPROBE))
         if self.refine_factor is not None:
             set_(self, "refine_factor", _positive("refine_factor", self.refine_factor, MAX_REFINE_FACTOR))
         if self.lang is not None:
@@ -89,8 +94,10 @@ class SearchOptions:
         if self.min_score is not None:
             if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float, np.number)):
                 raise InvalidQuery(f"min_score must be a number, got {self.min_score!r}")
-            if not math.isfinite(self.min_score) or abs(self.min_score) > 100:
-                raise InvalidQuery(f"min_score must be a number from -100 to 100, got {self.min_score!r}")
+            if not math.isfinite(self.min_score) or abs(self.min_score) > MIN_SCORE_LIMIT:
+                raise InvalidQuery(
+                    f"min_score must be a number from -{MIN_SCORE_LIMIT} to {MIN_SCORE_LIMIT}, got {self.min_score!r}"
+                )
             set_(self, "min_score", float(self.min_score))
         if not isinstance(self.collapse, (bool, np.bool_)):
             raise InvalidQuery(f"collapse must be true or false, got {self.collapse!r}")

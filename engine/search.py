@@ -58,7 +58,7 @@ class SearchEngine:
     def __init__(self, index_dir: Path, manifest: Manifest, shards: ShardSet, encoder: Encoder | None = None) -> None:
         self.index_dir = index_dir
         self.manifest = manifest
-        self._shards = shards
+        self.shards = shards  # the vectors (engine.shards.ShardSet), read-only like the rest
         self._encoder = encoder
         self._local = threading.local()
         # per engine, so per generation: a new one (reopen) starts afresh
@@ -117,8 +117,9 @@ class SearchEngine:
         return self._encoder
 
     @property
-    def _catalog(self):
-        # one read-only SQLite connection per thread
+    def catalog(self) -> Any:
+        """The catalog (sqlite-utils Database), read-only, one connection per thread: for reads the
+        engine's methods do not offer (engine.duplicate_scan, scripts); never written through."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = open_catalog(self.index_dir, readonly=True)
@@ -128,18 +129,18 @@ class SearchEngine:
     def count(self) -> int:
         """Images this generation holds: catalog rows up to the highest id its manifest commits (rows
         above it are of vectors a run wrote before its manifest and never committed: never shown)."""
-        highest = max((store.last for store in self._shards.stores), default=-1)
-        return count_images(self._catalog, up_to=highest)
+        highest = max((store.last for store in self.shards.stores), default=-1)
+        return count_images(self.catalog, up_to=highest)
 
     def info(self) -> dict[str, Any]:
-        return {**self.manifest.to_json(), "catalog_images": self.count, "vectors": self._shards.ntotal}
+        return {**self.manifest.to_json(), "catalog_images": self.count, "vectors": self.shards.ntotal}
 
     # -- by id, by image, paging (used by the web UI; plain calls like the rest) ----------------
     def get(self, image_id: int) -> dict[str, Any] | None:
         """The catalog row of one image (id, path, bytes, mtime, sha256, width, height), or None."""
         if not _is_id(image_id):
             return None
-        return rows_by_ids(self._catalog, [int(image_id)]).get(int(image_id))
+        return rows_by_ids(self.catalog, [int(image_id)]).get(int(image_id))
 
     def search_page(
         self,
@@ -170,7 +171,7 @@ class SearchEngine:
         if not _is_id(image_id):
             raise missing
         try:
-            vector = self._shards.vectors_for_ids([int(image_id)])
+            vector = self.shards.vectors_for_ids([int(image_id)])
         except KeyError:
             raise missing from None
         hits = self._search(vector, options, k=min(options.k + 1, MAX_K), plain=True, leave_out=int(image_id))[0]
@@ -188,7 +189,7 @@ class SearchEngine:
     def default_nprobe(self) -> int | None:
         """Inverted lists probed per query unless a call says otherwise (None: exact shards)."""
         nprobe = self.manifest.settings.get("nprobe")
-        return int(nprobe) if nprobe and self._shards.nlist else None
+        return int(nprobe) if nprobe and self.shards.nlist else None
 
     @property
     def default_refine_factor(self) -> int:
@@ -313,7 +314,7 @@ class SearchEngine:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise InvalidQuery(f"query vectors have dim {vectors.shape[-1]}, index has {self.manifest.dim}")
-        allowed = self._allowed.get(self._catalog, options.where)
+        allowed = self._allowed.get(self.catalog, options.where)
         if allowed is not None and not allowed.size:
             return [[] for _ in vectors]
         pool = k if mode == "none" else max(k, rerank_pool)
@@ -322,7 +323,7 @@ class SearchEngine:
         n_candidates = max(pool, min(k * refine_factor, MAX_CANDIDATES))
         # 2. refine: exact scores from the stored vectors, best first (within the filter, if any)
         scores, ids = scored_candidates(
-            self._shards, vectors, n_candidates, nprobe, refine_factor, allowed, wanted, keep=pool
+            self.shards, vectors, n_candidates, nprobe, refine_factor, allowed, wanted, keep=pool
         )
         cosines = scores
         # 3. rerank the exact cosines of the pool with the margin, then cut to k
@@ -351,13 +352,13 @@ class SearchEngine:
         if not row:
             return row
         ids = [hit.id for hit in row]
-        vectors = self._shards.vectors_for_ids(ids)  # hits come from the shards: every id has its vector
+        vectors = self.shards.vectors_for_ids(ids)  # hits come from the shards: every id has its vector
         # pixel signatures where the catalog has them (rows indexed before have none: cosine alone decides)
-        stored = signatures_by_ids(self._catalog, ids)
+        stored = signatures_by_ids(self.catalog, ids)
         return collapse_hits(row, vectors, DUPLICATE_THRESHOLD, k, [stored.get(i) for i in ids])
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, cosines: np.ndarray) -> list[list[Hit]]:
-        rows = rows_by_ids(self._catalog, ids[ids >= 0].ravel().tolist())
+        rows = rows_by_ids(self.catalog, ids[ids >= 0].ravel().tolist())
         results: list[list[Hit]] = []
         # plain Python numbers: per-element numpy scalars cost more than the catalog lookup
         for row_scores, row_ids, row_cosines in zip(scores.tolist(), ids.tolist(), cosines.tolist()):
@@ -406,7 +407,7 @@ class SearchEngine:
         self, cosines: np.ndarray, ids: np.ndarray, mode: str, margin_k: int | str, k: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         unique, inverse = np.unique(ids, return_inverse=True)
-        stored = read_image_terms(self._catalog, unique[unique >= 0].tolist())
+        stored = read_image_terms(self.catalog, unique[unique >= 0].tolist())
         # an image indexed but not yet given its terms (interrupted build) counts as a typical one
         typical = np.asarray(self.manifest.settings[BANK_SETTINGS]["mean_terms"], dtype=np.float32)
         column = rr.ladder_column(margin_k)

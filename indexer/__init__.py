@@ -6,8 +6,9 @@ if __name__ != "babelsearch.indexer":  # the checkout's indexer/ folder imported
         "(and install the project, e.g. `pip install -e .`), not indexer"
     )
 
-from .build import IndexOptions, IndexReport, build_index
+from .build import build_index
 from .embeddings import index_embeddings
+from .pipeline import IndexOptions, IndexReport
 from .sources import IMAGE_EXTENSIONS, collect_images
 
 __all__ = ["IMAGE_EXTENSIONS", "IndexOptions", "IndexReport", "build_index", "collect_images", "index_embeddings"]

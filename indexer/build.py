@@ -5,7 +5,8 @@ mtime differ and the content hash too) are re-embedded under a fresh id, and ima
 are gone are removed, but only within this run's sources (a folder given now, or a file listed
 now), so indexing another folder or an unmounted disk never removes anything. The order of writes
 that makes every interruption safe is IndexWriter's (indexer/writer.py); everything a run writes,
-the query-bank terms included, is written under the one index lock.
+the query-bank terms included, is written under the one index lock. The decode and add steps, the
+options and the report are indexer/pipeline.py's, shared with the Ray build (indexer/distributed.py).
 """
 
 from __future__ import annotations
@@ -13,18 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_mode
-import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from babelsearch.engine.catalog import file_records, photo_date, update_file_stats
+from babelsearch.engine.catalog import file_records, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
 from babelsearch.engine.encoders.local import canonical_spec
 from babelsearch.engine.encoders.matryoshka import TRUNCATE_DIM, truncate_dims
@@ -33,63 +27,13 @@ from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST, expand_home
 
 from .bank_terms import refresh_image_terms
-from .decode import Decoded, Failed, decode_image
-from .files import DEFAULT_LOCK_WAIT
+from .decode import Decoded
+from .pipeline import IndexOptions, IndexReport, add_embedded, decode_all, fill_report, open_writer, progress_bar
 from .sources import collect_images
 from .writer import IndexWriter
 
-CHECKPOINT_EVERY = 4096  # images between durable saves of a long run
-
-
-@dataclass
-class IndexReport:
-    """What one indexing run did."""
-
-    index_dir: Path
-    found: int = 0
-    indexed: int = 0
-    unchanged: int = 0
-    changed: int = 0
-    removed: int = 0
-    skipped: list[Failed] = field(default_factory=list)
-    seconds: float = 0.0
-    factory: str = ""
-    train_seconds: float = 0.0
-    add_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    reused: int = 0  # Ray builds: images an interrupted run had embedded, taken from its staging
-    workers: dict[str, tuple[int, float]] = field(default_factory=dict)  # Ray worker -> (images, busy s)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.indexed / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        text = (
-            f"indexed {self.indexed}, unchanged {self.unchanged}, skipped {len(self.skipped)}, "
-            f"changed {self.changed}, removed {self.removed}, "
-            f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s"
-        )
-        if self.workers:
-            rates = ", ".join(f"{name} {n / s if s > 0 else 0.0:.1f}" for name, (n, s) in sorted(self.workers.items()))
-            text += f"; {len(self.workers)} Ray workers (images/s each): {rates}"
-        return text
-
-
-@dataclass
-class IndexOptions:
-    """How the index is laid out and built (see indexer/factory.py for the defaults' reasons)."""
-
-    shard_size: int | None = None  # vectors per shard (None: the index's own, else 262,144)
-    index_factory: str | None = None  # faiss factory string (None: chosen from collection size)
-    device: str = "auto"  # where faiss trains and adds: auto, cpu, cuda
-    retrain: bool = False  # retrain the quantizer even if the collection has not outgrown it
-    max_file_bytes: int = MAX_FILE_BYTES  # larger files are skipped with that reason, never read
-    repair: bool = False  # drop damaged or missing shards (and a damaged catalog) and embed their images again
-    dim: int | None = None  # Matryoshka models: keep the first dim dimensions (None: the index's own, else all)
-    target_recall: float | None = None  # recall@10 the search defaults are tuned to (None: the index's own, else 0.95)
-    target_latency: float | None = None  # or: the p50 milliseconds to tune to, at the highest recall within it
-    lock_wait: float = DEFAULT_LOCK_WAIT  # seconds to wait for another run writing the index, then IndexBusy
+# re-exported: babelsearch/__init__.py names the options and the report from here (they live in pipeline.py)
+__all__ = ["IndexOptions", "IndexReport", "build_index"]
 
 
 def build_index(
@@ -166,7 +110,7 @@ def build_index(
         writer.close()
         if runner is not None:
             runner.close()
-    _fill_report(report, writer, started)
+    fill_report(report, writer, started)
     return report
 
 
@@ -188,34 +132,6 @@ def _index_dims(writer: IndexWriter, encoder: Encoder, dim: int | None) -> Encod
     if encoder.dim < full:
         manifest.settings[TRUNCATE_DIM] = encoder.dim
     return encoder
-
-
-def open_writer(
-    index_dir: Path,
-    model: str | None,
-    options: IndexOptions,
-    dim: int | None = None,
-    default_model: str = DEFAULT_MODEL,
-    writer_class: type[IndexWriter] = IndexWriter,
-) -> IndexWriter:
-    return writer_class.open(
-        index_dir,
-        model=model,
-        dim=dim,
-        shard_size=options.shard_size,
-        device=options.device,
-        default_model=default_model,
-        repair=options.repair,
-        lock_wait=options.lock_wait,
-    )
-
-
-def _fill_report(report: IndexReport, writer: IndexWriter, started: float) -> None:
-    report.factory = writer.manifest.factory
-    report.train_seconds = writer.stats.train_seconds
-    report.add_seconds = writer.stats.add_seconds
-    report.notes = list(writer.stats.notes)
-    report.seconds = time.perf_counter() - started
 
 
 def _compare_with_catalog(db, paths: list[Path], sources: list[Path]) -> tuple[list[Path], list[int], list[int]]:
@@ -288,10 +204,10 @@ def _embed_and_add(
     report: IndexReport,
     max_bytes: int = MAX_FILE_BYTES,
 ) -> None:
-    bar = _progress_bar(len(todo), progress)
+    bar = progress_bar(len(todo), progress)
     short_side = encoder.preprocess_short_side
     try:
-        decoded = _decode_all(todo, short_side, workers, lookahead=2 * batch_size, max_bytes=max_bytes)
+        decoded = decode_all(todo, short_side, workers, lookahead=2 * batch_size, max_bytes=max_bytes)
         embedded = (
             (batch, encoder.encode_images([item.image for item in batch if isinstance(item, Decoded)]))
             if any(isinstance(item, Decoded) for item in batch)
@@ -303,77 +219,6 @@ def _embed_and_add(
         bar.close()
 
 
-def add_embedded(
-    writer: IndexWriter,
-    batches: Iterable[tuple[list[Decoded | Failed], np.ndarray | None]],
-    report: IndexReport,
-    bar: Any,
-) -> None:
-    """Add (batch of decode results in input order, the vectors of its Decoded items) to the writer:
-    ids from ``writer.next_id()`` in that order, the catalog rows, a durable save every
-    CHECKPOINT_EVERY images. The one add loop of the local and the Ray build, so both give the same
-    ids and the same sequence of writes (and so the same training sample)."""
-    next_id = writer.next_id()
-    since_checkpoint = 0
-    for batch, vectors in batches:
-        good = [item for item in batch if isinstance(item, Decoded)]
-        report.skipped.extend(item for item in batch if isinstance(item, Failed))
-        if good:
-            assert vectors is not None, "a batch with decoded images comes with their vectors"
-            ids = np.arange(next_id, next_id + len(good), dtype=np.int64)
-            next_id += len(good)
-            now = time.time()
-            rows = [
-                {
-                    "id": int(i),
-                    "path": str(item.path),
-                    "bytes": item.bytes,
-                    "mtime": item.mtime,
-                    "sha256": item.sha256,
-                    "width": item.width,
-                    "height": item.height,
-                    "added": now,
-                    **photo_date(item.exif_taken_at, item.mtime),
-                    "format": item.format,
-                    "signature": item.signature,
-                }
-                for i, item in zip(ids, good)
-            ]
-            writer.add(ids, vectors, rows)
-            report.indexed += len(good)
-            since_checkpoint += len(good)
-        bar.update(len(batch))
-        if since_checkpoint >= CHECKPOINT_EVERY:
-            writer.flush()
-            since_checkpoint = 0
-
-
-def _decode_all(
-    paths: list[Path], short_side: int | None, workers: int | None, lookahead: int = 0, max_bytes: int = MAX_FILE_BYTES
-) -> Iterator[Decoded | Failed]:
-    """Decode in worker threads, in order, with a bounded look-ahead so memory stays flat.
-
-    ``lookahead`` should cover two batches: the workers then decode the whole next batch while the
-    model runs on this one, and the model never waits on decoding (with a window smaller than a
-    batch, half of every batch was decoded only after the model had finished the previous one).
-    """
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    window = max(workers * 8, lookahead)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        queue: deque = deque()
-        it = iter(paths)
-        for path in it:
-            queue.append(pool.submit(decode_image, path, short_side, max_bytes))
-            if len(queue) >= window:
-                break
-        while queue:
-            result = queue.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                queue.append(pool.submit(decode_image, nxt, short_side, max_bytes))
-            yield result
-
-
 def _batches(items: Iterator, size: int) -> Iterator[list]:
     batch: list = []
     for item in items:
@@ -383,9 +228,3 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=not enabled, dynamic_ncols=True)

@@ -38,7 +38,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +49,10 @@ from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST, write_manifest
 
 from .decode import Decoded, Failed
+from .pipeline import IndexReport, add_embedded, progress_bar
 from .ray_fill import RayIndexWriter
-from .ray_staging import DECODE_THREADS, DistributedBuildError, EmbedPart, Part, _find_staged, _one_line, _Slot
+from .ray_staging import DECODE_THREADS, DistributedBuildError, EmbedPart, Part, Slot, find_staged, one_line
 from .writer import IndexWriter
-
-if TYPE_CHECKING:
-    from .build import IndexReport
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +143,7 @@ class RayBuild:
                 else:
                     ray.init(address=self.address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise DistributedBuildError(f"cannot start or reach Ray at {self.address}: {_one_line(exc)}") from None
+                raise DistributedBuildError(f"cannot start or reach Ray at {self.address}: {one_line(exc)}") from None
             self._started_ray = True
         import ray.data
 
@@ -173,8 +171,6 @@ class RayBuild:
         max_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         """Embed ``todo`` on Ray (or take it from an interrupted run's staging) and add it all in order."""
-        from .build import _progress_bar, add_embedded
-
         if not todo:
             return
         index_dir = writer.index_dir.resolve()  # the workers' own working directories are elsewhere
@@ -183,12 +179,12 @@ class RayBuild:
             # refused by the next run as "not an index", and it is one from now on
             write_manifest(index_dir, writer.manifest)
         model_key = _model_key(encoder, writer.manifest.model)
-        staged = _find_staged(index_dir / STAGING, todo, model_key)
+        staged = find_staged(index_dir / STAGING, todo, model_key)
         report.reused = len(staged)
         if staged:
             writer.note(f"taking {len(staged)} images embedded by an interrupted run from {STAGING}/")
         missing = [seq for seq, path in enumerate(todo) if path not in staged]
-        bar = _progress_bar(len(todo), self.progress)
+        bar = progress_bar(len(todo), self.progress)
         arrivals: Iterator[dict] = iter(())
         try:
             if missing:
@@ -339,7 +335,7 @@ def _arrivals(rows: Iterator[dict], report: IndexReport) -> Iterator[dict]:
             except BabelsearchError:
                 raise
             except Exception as exc:  # Ray wraps the worker's exception; its last line says what it was
-                raise DistributedBuildError(f"a Ray worker failed: {_one_line(exc)}") from exc
+                raise DistributedBuildError(f"a Ray worker failed: {one_line(exc)}") from exc
             name = str(row["worker"])
             images, seconds = report.workers.get(name, (0, 0.0))
             report.workers[name] = (images + int(row["images"]), seconds + float(row["seconds"]))
@@ -351,12 +347,12 @@ def _arrivals(rows: Iterator[dict], report: IndexReport) -> Iterator[dict]:
 
 
 def _in_order(
-    todo: list[Path], batch_size: int, staged: dict[Path, _Slot], arrivals: Iterator[dict]
+    todo: list[Path], batch_size: int, staged: dict[Path, Slot], arrivals: Iterator[dict]
 ) -> Iterator[tuple[list[Decoded | Failed], np.ndarray | None]]:
     """``todo`` in input order, in the local build's batches, as (decode results, vectors of the
     Decoded ones): from parts staged before, or waiting for the parts this run is embedding."""
     parts: dict[Path, Part] = {}
-    slots: dict[Path, _Slot] = {}
+    slots: dict[Path, Slot] = {}
     for path, slot in staged.items():
         if slot.part not in parts:
             parts[slot.part] = Part(slot.part)
@@ -371,7 +367,7 @@ def _in_order(
         part = Part(file)
         for i, path in enumerate(part.paths):
             if path not in slots:  # first come counts: a duplicate (an overlapping retry) is not added twice
-                slots[path] = _Slot(file, i)
+                slots[path] = Slot(file, i)
                 part.wanted += 1
         parts[file] = part
 

@@ -25,7 +25,7 @@ from babelsearch.engine.errors import SourceError
 from babelsearch.engine.layout import PRECOMPUTED_MODEL, expand_home
 
 from .bank_terms import refresh_image_terms
-from .build import IndexOptions, IndexReport, _fill_report, _progress_bar, open_writer
+from .pipeline import IndexOptions, IndexReport, fill_report, open_writer, progress_bar
 from .writer import IndexWriter
 
 ADD_CHUNK = 65_536
@@ -69,7 +69,7 @@ def index_embeddings(
         writer.set_targets(options.target_recall, options.target_latency)
         writer.plan(writer.count + len(todo), options.index_factory, options.retrain, extra=array if todo else None)
         rows_to_add = np.asarray(todo, dtype=np.int64)
-        bar = _progress_bar(len(rows_to_add), progress)
+        bar = progress_bar(len(rows_to_add), progress)
         try:
             for start in range(0, len(rows_to_add), ADD_CHUNK):
                 rows = rows_to_add[start : start + ADD_CHUNK]
@@ -84,7 +84,7 @@ def index_embeddings(
         _refresh_terms(writer)
     finally:
         writer.close()
-    _fill_report(report, writer, started)
+    fill_report(report, writer, started)
     return report
 
 

@@ -9,19 +9,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from babelsearch.engine.layout import SHARDS_DIR, ShardInfo
 
 from .files import serialize, write_shard_files
+from .ray_staging import DistributedBuildError, one_line
 from .writer import IndexWriter
-
-if TYPE_CHECKING:
-    pass
-
-from .ray_staging import DistributedBuildError, _one_line
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +108,7 @@ class RayIndexWriter(IndexWriter):
         try:
             results = ray.get([ref for ref, _ in pending])
         except Exception as exc:
-            raise DistributedBuildError(f"filling a shard on Ray failed: {_one_line(exc)}") from exc
+            raise DistributedBuildError(f"filling a shard on Ray failed: {one_line(exc)}") from exc
         for (info, seconds), (_, expected) in zip(results, pending):
             if info != expected:
                 raise DistributedBuildError(f"a Ray shard fill wrote {info}, the driver expected {expected}")

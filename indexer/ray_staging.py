@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +22,7 @@ from babelsearch.engine.errors import BabelsearchError
 from babelsearch.engine.images import MAX_FILE_BYTES
 
 from .decode import Decoded, Failed
-
-if TYPE_CHECKING:
-    pass
-
+from .pipeline import decode_all
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +39,9 @@ DEBUG_CRASH_ENV = "BABELSEARCH_DEBUG_RAY_CRASH"
 DECODE_THREADS = 2  # per CPU actor: decoding overlaps the model call
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An error's last non-empty line: Ray wraps a worker's exception in its traceback, whose last line
+    says what failed (the driver's errors stay one line)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -82,12 +81,10 @@ class EmbedPart:
         return {key: [s[key] for s in summaries] for key in ("part", "inputs", "images", "seconds", "worker")}
 
     def embed_part(self, seqs: Any, raw_paths: Any) -> dict[str, Any]:
-        from .build import _decode_all
-
         started = time.perf_counter()
         seqs = np.asarray(seqs, dtype=np.int64)
         paths = [Path(os.fsdecode(bytes(p))) for p in raw_paths]
-        decoded = _decode_all(
+        decoded = decode_all(
             paths, self.short_side, self.decode_threads, lookahead=2 * self.batch_size, max_bytes=self.max_bytes
         )
         results = list(decoded)
@@ -228,18 +225,18 @@ class Part:
         return self.signature[row].tobytes()
 
 
-def _find_staged(staging: Path, todo: list[Path], model_key: dict[str, str]) -> dict[Path, _Slot]:
+def find_staged(staging: Path, todo: list[Path], model_key: dict[str, str]) -> dict[Path, Slot]:
     """Inputs of ``todo`` that an earlier, interrupted run embedded and staged, with the same model,
     whose files still have the size and mtime they had then (a failed decode is tried again)."""
     if not staging.is_dir():
         return {}
     wanted = set(todo)
-    found: dict[Path, _Slot] = {}
+    found: dict[Path, Slot] = {}
     for file in sorted(staging.glob("run-*/part-*.npz")):
         try:
             part = Part(file)
         except (OSError, ValueError, KeyError, EOFError) as exc:  # damaged: its images are embedded again
-            logger.info(f"ignoring {file}: {_one_line(exc)}")
+            logger.info(f"ignoring {file}: {one_line(exc)}")
             continue
         if part.key != model_key:
             continue
@@ -251,12 +248,12 @@ def _find_staged(staging: Path, todo: list[Path], model_key: dict[str, str]) -> 
             except OSError:
                 continue
             if stat.st_size == part.bytes[row] and stat.st_mtime == part.mtime[row]:
-                found[path] = _Slot(file, row)
+                found[path] = Slot(file, row)
     return found
 
 
 @dataclass
-class _Slot:
+class Slot:
     """Where one input's staged result is: a part file and a row in it."""
 
     part: Path

@@ -79,12 +79,11 @@ def main() -> None:
 
     from babelsearch.engine import SearchEngine
     from babelsearch.engine.catalog import signatures_by_ids
+    from babelsearch.engine.duplicate_scan import DUPLICATE_NEIGHBOURS, duplicate_groups
     from babelsearch.engine.duplicates import (
-        DUPLICATE_NEIGHBOURS,
         DUPLICATE_THRESHOLD,
         PIXEL_THRESHOLD,
         VECTOR_FLOOR,
-        duplicate_groups,
         near_duplicates,
         signature_matrix,
     )
@@ -101,7 +100,7 @@ def main() -> None:
     build_index([SAMPLE / "images", work / "copies"], work / "index", model=args.model, progress=False)
     engine = SearchEngine.open(work / "index")
 
-    ids, vectors = zip(*engine._shards.iter_vectors())
+    ids, vectors = zip(*engine.shards.iter_vectors())
     all_ids, matrix = np.concatenate(ids), np.concatenate(vectors)
     rows = {image_id: engine.get(int(image_id)) for image_id in all_ids.tolist()}
     stems = [Path(rows[i]["path"]).stem for i in all_ids.tolist()]
@@ -189,7 +188,7 @@ def main() -> None:
 
     # the product's test: pixel signatures (indexer.decode.pixel_signature, read from the catalog as
     # search reads them) where both images have one, checked on pairs at a loose cosine
-    stored = signatures_by_ids(engine._catalog, all_ids.tolist())
+    stored = signatures_by_ids(engine.catalog, all_ids.tolist())
     pixels, state = signature_matrix([stored.get(i) for i in all_ids.tolist()])
     correlations = pixels @ pixels.T
     print(f"\n{len(stored)} of {n} images have a pixel signature, {int((state == 1).sum())} of them flat")

@@ -22,7 +22,7 @@ from .conftest import COLOURS, ColourEncoder, write_image
 
 def stored_terms(index_dir: Path) -> dict[int, np.ndarray]:
     engine = SearchEngine.open(index_dir)
-    return read_image_terms(engine._catalog, range(1000))
+    return read_image_terms(engine.catalog, range(1000))
 
 
 def brute_force_terms(index_dir: Path, texts: list[str]) -> dict[int, np.ndarray]:

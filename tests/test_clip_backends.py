@@ -665,7 +665,7 @@ def test_index_dim_truncates_every_vector_and_is_kept(models, photos, tmp_path, 
     from PIL import Image
 
     first = engine.search("red", k=8, rerank="none")[0]
-    stored = engine._shards.vectors_for_ids([first.id])
+    stored = engine.shards.vectors_for_ids([first.id])
     image = get_encoder(spec).encode_images([Image.open(first.path).convert("RGB")])
     expected = image[:, :short] / np.linalg.norm(image[:, :short])
     # the indexer decodes reduced to the model's size (and may store float16): close, not equal

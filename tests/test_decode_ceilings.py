@@ -101,7 +101,7 @@ def test_a_thumbnail_too_costly_to_decode_is_refused_not_rendered(tmp_path: Path
     app = create_app({"INDEX_DIR": tmp_path / "index", "MAX_DECODE_PIXELS": 300_000, "THUMB_DIR": False})
     client = app.test_client()
     engine = SearchEngine.open(tmp_path / "index")
-    by_name = {Path(row["path"]).name: row["id"] for row in engine._catalog.query("select id, path from images")}
+    by_name = {Path(row["path"]).name: row["id"] for row in engine.catalog.query("select id, path from images")}
     response = client.get(f"/images/{by_name['wide.png']}/thumb")
     assert response.status_code == 413 and "900x700 PNG" in response.get_json()["error"]["message"]
     thumb = client.get(f"/images/{by_name['big.jpg']}/thumb?size=256")  # decoded at 1/4: 600x450

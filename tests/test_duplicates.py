@@ -17,13 +17,12 @@ from PIL import Image, ImageEnhance
 from babelsearch.cli import cli
 from babelsearch.engine import InvalidQuery, SearchEngine
 from babelsearch.engine.catalog import open_catalog, signatures_by_ids
+from babelsearch.engine.duplicate_scan import duplicate_groups, group_rows
 from babelsearch.engine.duplicates import (
     DUPLICATE_THRESHOLD,
     PIXEL_THRESHOLD,
     SIGNATURE_BYTES,
     collapse_hits,
-    duplicate_groups,
-    group_rows,
     signature_matrix,
 )
 from babelsearch.engine.search import Hit
@@ -135,7 +134,7 @@ def colour_duplicates(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
 
 
 def ids_by_path(engine: SearchEngine) -> dict[str, int]:
-    ids = np.concatenate([ids for ids, _ in engine._shards.iter_vectors()])
+    ids = np.concatenate([ids for ids, _ in engine.shards.iter_vectors()])
     return {engine.get(int(i))["path"]: int(i) for i in ids}
 
 
@@ -148,8 +147,8 @@ def test_duplicate_groups_on_a_flat_index(colour_duplicates):
     groups = duplicate_groups(engine)
     # largest first, ties by the lowest id; each group ascending; blue and yellow (no copies) left out
     assert groups == sorted([red, green], key=lambda g: (-len(g), g[0]))
-    all_ids = np.concatenate([i for i, _ in engine._shards.iter_vectors()])
-    vectors = engine._shards.vectors_for_ids(all_ids)
+    all_ids = np.concatenate([i for i, _ in engine.shards.iter_vectors()])
+    vectors = engine.shards.vectors_for_ids(all_ids)
     assert groups == brute_force_groups(all_ids, vectors, DUPLICATE_THRESHOLD)
     # a low enough threshold joins every colour through chains of neighbours: one group of all eight
     assert duplicate_groups(engine, threshold=0.1) == [sorted(ids.values())]
@@ -176,7 +175,7 @@ def test_a_vector_whose_catalog_row_is_gone_is_left_out(colour_duplicates):
             cursor = self.db.execute(sql, params)
             return _Rows(cursor.description, [row for row in cursor if row[0] not in gone])
 
-    engine._local.db = Catalog(engine._catalog)
+    engine._local.db = Catalog(engine.catalog)
     groups = duplicate_groups(engine)
     assert [ids[str(files["red"])]] not in groups and not gone & {i for g in groups for i in g}
     assert len(groups) == 1  # red0 has no near-duplicate left
@@ -229,10 +228,10 @@ def test_duplicate_groups_find_planted_near_copies(planted, factory, tmp_path: P
     index_dir = tmp_path / "index"
     index_embeddings(tmp_path / "vectors.npy", index_dir, options=IndexOptions(index_factory=factory, shard_size=500))
     engine = SearchEngine.open(index_dir)
-    assert engine._shards.nlist == (16 if factory != "Flat" else 0)
+    assert engine.shards.nlist == (16 if factory != "Flat" else 0)
     groups = duplicate_groups(engine)
     assert groups == truth  # ids are the rows here
-    stored = engine._shards.vectors_for_ids(np.arange(len(vectors)))
+    stored = engine.shards.vectors_for_ids(np.arange(len(vectors)))
     assert groups == brute_force_groups(np.arange(len(vectors)), stored, DUPLICATE_THRESHOLD)
 
 
@@ -352,7 +351,7 @@ def same_colour(tmp_path_factory) -> tuple[Path, dict[str, int]]:
 def test_indexing_records_a_signature_per_image_kept_out_of_the_metadata(same_colour):
     index_dir, ids = same_colour
     engine = SearchEngine.open(index_dir)
-    stored = signatures_by_ids(engine._catalog, ids.values())
+    stored = signatures_by_ids(engine.catalog, ids.values())
     assert set(stored) == set(ids.values()) and {len(s) for s in stored.values()} == {SIGNATURE_BYTES}
     assert stored[ids["solid"]] == bytes(SIGNATURE_BYTES)  # one colour: the flat signature
     ramp = np.frombuffer(stored[ids["ramp"]], np.int8).reshape(16, 16).astype(int)
@@ -382,7 +381,7 @@ def test_a_copy_is_folded_and_other_pictures_of_the_same_colour_are_not(same_col
     index_dir, ids = same_colour
     engine = SearchEngine.open(index_dir)
     # the vectors alone cannot tell them apart: the same mean colour, cosine 1 (the copy is 8% brighter)
-    vectors = engine._shards.vectors_for_ids(np.array(list(ids.values())))
+    vectors = engine.shards.vectors_for_ids(np.array(list(ids.values())))
     assert (vectors @ vectors.T).min() >= DUPLICATE_THRESHOLD
     assert duplicate_groups(engine) == [sorted([ids["ramp"], ids["copy"]])]
     hits = engine.search("red", k=4, collapse=True)
@@ -425,7 +424,7 @@ def test_an_old_catalog_without_signatures_falls_back_to_the_cosine(same_colour,
     with sqlite3.connect(old / "catalog.db") as db:  # as a catalog from before the column
         db.execute("alter table images drop column signature")
     engine = SearchEngine.open(old)
-    assert signatures_by_ids(engine._catalog, ids.values()) == {}
+    assert signatures_by_ids(engine.catalog, ids.values()) == {}
     # cosine alone: all four share one colour, so they are one group and one hit, as before signatures
     assert duplicate_groups(engine) == [sorted(ids.values())]
     hits = engine.search("red", k=4, collapse=True)

@@ -56,7 +56,7 @@ def referenced(index_dir: Path) -> set[str]:
 
 
 def catalog_ids(index_dir: Path) -> list[int]:
-    return sorted(row["id"] for row in SearchEngine.open(index_dir)._catalog.query("select id from images"))
+    return sorted(row["id"] for row in SearchEngine.open(index_dir).catalog.query("select id from images"))
 
 
 def expect_unit(index_dir: Path, ids) -> None:

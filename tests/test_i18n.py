@@ -374,7 +374,7 @@ def test_duplicates_page(colour_index, monkeypatch):
     german = client.get("/duplicates", headers={"Accept-Language": "de"}).get_data(as_text=True)
     assert "4 Gruppen fast gleicher Bilder" in german and "3 Bilder" in german
 
-    from babelsearch.engine import duplicates as finder
+    from babelsearch.engine import duplicate_scan as finder
 
     monkeypatch.setattr(finder, "duplicate_groups", lambda engine, *args, **kwargs: [])
     fresh = create_app({"INDEX_DIR": colour_index}).test_client()  # the groups are kept per app and index

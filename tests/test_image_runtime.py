@@ -105,7 +105,7 @@ def test_e5_openmp_settings_apply_only_while_loading(monkeypatch):
 
 
 def test_decoding_runs_two_batches_ahead_of_the_model(monkeypatch, tmp_path: Path):
-    from babelsearch.indexer import build
+    from babelsearch.indexer import pipeline
 
     started = []
     lock = threading.Lock()
@@ -115,9 +115,9 @@ def test_decoding_runs_two_batches_ahead_of_the_model(monkeypatch, tmp_path: Pat
             started.append(path)
         return path
 
-    monkeypatch.setattr(build, "decode_image", fake_decode)
+    monkeypatch.setattr(pipeline, "decode_image", fake_decode)
     paths = [tmp_path / f"{i}.jpg" for i in range(500)]
-    stream = build._decode_all(paths, 256, workers=2, lookahead=64)
+    stream = pipeline.decode_all(paths, 256, workers=2, lookahead=64)
     assert next(stream) == paths[0]
     deadline = time.monotonic() + 10
     while len(started) < 65 and time.monotonic() < deadline:

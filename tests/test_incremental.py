@@ -48,7 +48,7 @@ def test_rerun_removes_gone_files_and_reembeds_changed_ones(colour_folder: Path,
     after = {h.path: h.id for h in engine.search("red", k=7)}
     assert after[str(changed)] > max(before.values())  # re-embedded under a fresh id
     assert all(after[p] == i for p, i in before.items() if p in after and p != str(changed))
-    row = next(engine._catalog.query("select mtime from images where path = ?", [str(touched)]))
+    row = next(engine.catalog.query("select mtime from images where path = ?", [str(touched)]))
     assert row["mtime"] == 1_000_000
     assert build_index([colour_folder], index_dir).indexed == 0  # nothing left to do
 

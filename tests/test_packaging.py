@@ -82,3 +82,8 @@ def test_the_public_api_is_reachable_from_the_top_level_name() -> None:
     for name in babelsearch.__all__:
         assert getattr(babelsearch, name) is not None
     assert issubclass(babelsearch.IndexBusy, babelsearch.BabelsearchError)
+    # every error the library raises to a user can be caught by its own name from the top level
+    from babelsearch.engine import errors
+
+    raised = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)}
+    assert raised <= set(babelsearch.__all__), raised - set(babelsearch.__all__)

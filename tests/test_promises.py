@@ -92,7 +92,7 @@ def engine(hub_index: Path) -> SearchEngine:
 
 
 def stored_vectors(engine: SearchEngine) -> tuple[np.ndarray, np.ndarray]:
-    ids, vectors = zip(*engine._shards.iter_vectors())
+    ids, vectors = zip(*engine.shards.iter_vectors())
     return np.concatenate(ids), np.concatenate(vectors).astype(np.float64)
 
 
@@ -107,7 +107,7 @@ def hand_scores(engine: SearchEngine, text: str, mode: str, margin_k: int | str,
     cos = vectors @ HubEncoder().encode_texts([text])[0].astype(np.float64)
     best = np.sort(cos)[::-1][:pool]
     r_q = best.mean() if margin_k == "all" else best[:margin_k].mean()
-    terms = read_image_terms(engine._catalog, ids.tolist())
+    terms = read_image_terms(engine.catalog, ids.tolist())
     r_y = np.array([terms[int(i)][MARGIN_KS.index(margin_k)] for i in ids], dtype=np.float64)
     scores = {
         "none": cos,
@@ -236,7 +236,7 @@ def test_each_bank_update_flag_changes_the_manifest_and_the_search_defaults(tmp_
         return read_manifest(index).settings, engine
 
     def terms_are_of(engine: SearchEngine, texts: list[str]) -> bool:
-        stored = read_image_terms(engine._catalog, range(100))
+        stored = read_image_terms(engine.catalog, range(100))
         expected = brute_force_terms(engine, texts)
         return sorted(stored) == sorted(expected) and all(
             np.allclose(stored[i], expected[i], atol=1e-5) for i in stored
@@ -278,7 +278,7 @@ def test_each_bank_update_flag_changes_the_manifest_and_the_search_defaults(tmp_
 
 # -- removal only inside this run's sources --------------------------------------------------------
 def indexed_names(index: Path) -> set[str]:
-    rows = SearchEngine.open(index)._catalog.query("select path from images")
+    rows = SearchEngine.open(index).catalog.query("select path from images")
     return {Path(row["path"]).name for row in rows}
 
 

@@ -217,7 +217,7 @@ def test_an_engine_keeps_answering_from_its_generation_while_an_index_run_commit
             assert old_ids <= {hit.id for hit in row}  # an add-only run never hides an indexed image
             for hit in row:
                 assert fresh.get(hit.id)["path"] == hit.path  # every hit has its catalog row
-                assert hit.score == pytest.approx(float(fresh._shards.vectors_for_ids([hit.id])[0] @ query), abs=1e-5)
+                assert hit.score == pytest.approx(float(fresh.shards.vectors_for_ids([hit.id])[0] @ query), abs=1e-5)
 
     # at every point where the writer stops to write (shard files, manifest, catalog rows, bank terms)
     points: list[str] = []

@@ -199,7 +199,13 @@ def test_skip_reasons_are_for_people_and_a_broken_link_is_named_as_itself(tmp_pa
 
 def test_no_warnings_catch_warnings_on_the_decode_path():
     # warnings.catch_warnings() swaps process-wide state: unsafe in decode worker threads
-    for module in ("engine/images.py", "indexer/decode.py", "webui/thumbs.py", "indexer/build.py"):
+    for module in (
+        "engine/images.py",
+        "indexer/decode.py",
+        "webui/thumbs.py",
+        "indexer/pipeline.py",
+        "indexer/build.py",
+    ):
         tree = ast.parse((ROOT / module).read_text("utf-8"))
         calls = [
             node for node in ast.walk(tree) if isinstance(node, ast.Call) and "catch_warnings" in ast.unparse(node.func)

@@ -55,8 +55,8 @@ def test_defaults_leave_everything_to_the_index():
         ({"margin_k": 17}, "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 17"),
         ({"margin_k": "most"}, "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 'most'"),
         ({"margin_k": True}, "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got True"),
-        ({"nprobe": 0}, "nprobe must be an integer of at least 1, got 0"),
-        ({"nprobe": 2.5}, "nprobe must be an integer of at least 1, got 2.5"),
+        ({"nprobe": 0}, "nprobe must be an integer from 1 to 1048576, got 0"),
+        ({"nprobe": 2.5}, "nprobe must be an integer from 1 to 1048576, got 2.5"),
         ({"refine_factor": 0}, "refine_factor must be an integer from 1 to 100, got 0"),
         ({"refine_factor": 101}, "refine_factor must be an integer from 1 to 100, got 101"),
     ],
@@ -83,7 +83,7 @@ def test_loose_values_from_a_request_or_a_form():
     assert SearchOptions.from_values({"rerank": "", "refine_factor": None}, k=3) == SearchOptions(k=3)
     assert SearchOptions.from_values({"margin_k": "all"}).margin_k == "all"
     assert SearchOptions.from_values() == SearchOptions()
-    with pytest.raises(InvalidQuery, match="nprobe must be an integer of at least 1, got 'abc'"):
+    with pytest.raises(InvalidQuery, match="nprobe must be an integer from 1 to 1048576, got 'abc'"):
         SearchOptions.from_values({"nprobe": "abc"})
     with pytest.raises(InvalidQuery, match="refine_factor must be an integer from 1 to 100, got -2"):
         SearchOptions.from_values({"refine_factor": -2})

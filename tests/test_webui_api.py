@@ -344,8 +344,8 @@ def test_search_options_are_passed_through(client):
         ("rerank=fancy", "rerank must be one of margin, distance, csls, none, got 'fancy'"),
         ("margin_k=17", "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 17"),
         ("margin_k=most", "margin_k must be 1 to 16, 32, 64, 128, 256 or 'all', got 'most'"),
-        ("nprobe=0", "nprobe must be an integer of at least 1, got 0"),
-        ("nprobe=abc", "nprobe must be an integer of at least 1, got 'abc'"),
+        ("nprobe=0", "nprobe must be an integer from 1 to 1048576, got 0"),
+        ("nprobe=abc", "nprobe must be an integer from 1 to 1048576, got 'abc'"),
         ("refine_factor=101", "refine_factor must be an integer from 1 to 100, got 101"),
     ],
 )

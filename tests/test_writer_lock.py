@@ -131,7 +131,7 @@ def test_a_writer_paused_between_manifest_read_and_write_loses_nothing(
             expected |= {p.name for p in folder.iterdir()}
 
     engine = SearchEngine.open(index_dir)
-    catalog = {row["id"]: Path(row["path"]).name for row in engine._catalog.query("select id, path from images")}
+    catalog = {row["id"]: Path(row["path"]).name for row in engine.catalog.query("select id, path from images")}
     vectors = ShardSet.open(index_dir, engine.manifest)
     stored = sorted(int(i) for ids, _ in vectors.iter_vectors() for i in ids)
     assert set(catalog.values()) == expected and sorted(catalog) == stored  # every image once, with its vector

@@ -109,7 +109,7 @@ def duplicates():
     """Groups of near-duplicate images (largest first), as `babelsearch duplicates --json` lists them."""
     limit = int_arg(request.args, "limit", 100, 1, MAX_GROUPS, strict=True)
     engine = require_engine()
-    from babelsearch.engine.duplicates import group_rows
+    from babelsearch.engine.duplicate_scan import group_rows
 
     groups = duplicate_groups_cached(engine)
     return {

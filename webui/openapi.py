@@ -16,7 +16,7 @@ import functools
 from typing import Any
 
 from babelsearch.engine.filters import FILTER_PARAMS, ORIENTATIONS
-from babelsearch.engine.options import MAX_K, MAX_QUERY_CHARS, MAX_REFINE_FACTOR
+from babelsearch.engine.options import MAX_K, MAX_NPROBE, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, MIN_SCORE_LIMIT
 from babelsearch.engine.rerank import MARGIN_KS, RERANK_MODES
 
 from .searching import (
@@ -25,9 +25,7 @@ from .searching import (
     MAX_FOLDER_CHARS,
     MAX_FOLDERS,
     MAX_LANG_CHARS,
-    MAX_NPROBE,
     MAX_SIDE,
-    MIN_SCORE_LIMIT,
     TYPE_NAMES,
 )
 from .thumbs import THUMB_SIZES

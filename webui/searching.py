@@ -52,8 +52,6 @@ MAX_LANG_CHARS = 35  # what RFC 5646 asks every implementation to take
 OPTION_NAMES = ("rerank", "margin_k", "nprobe", "refine_factor")
 # image queries rank by plain cosine: rerank and margin_k (the query bank's terms) describe text queries
 IMAGE_OPTION_NAMES = ("nprobe", "refine_factor")
-# more inverted lists than an index has means all of them; an index of a billion images has 2**17
-MAX_NPROBE = 2**20
 
 # The filters (engine.filters.Where), as the API's document states them; Where checks the same again.
 REPEATED_FILTERS = ("folder", "exclude", "type")  # any of the folders, none of the excluded, any of the types
@@ -66,7 +64,6 @@ MAX_FOLDERS = 8
 MAX_FOLDER_CHARS = 255
 MAX_SIDE = 1_000_000  # min_width / min_height, pixels
 MAX_REPEATS = {"folder": MAX_FOLDERS, "exclude": MAX_FOLDERS, "type": len(TYPE_NAMES)}
-MIN_SCORE_LIMIT = 100  # min_score from -100 to 100 (scores are cosines or reranked cosines)
 # A date as Where takes it, exactly: only real days (2023-02-29 is not one), years 1 to 9999 (what
 # datetime reads), a time to the minute or second. Spelled out so the OpenAPI pattern says the same:
 # every value it allows is a real date, so a request the document allows is answered.
@@ -126,9 +123,6 @@ def search_options(args: Mapping[str, Any], k: int, *, strict: bool = False, ima
         # digits are numbers (margin_k's "all" and the modes stay text); anything else goes to the
         # engine as it came, which refuses it with its own message
         given[name] = int(raw) if CANONICAL_NUMBER.fullmatch(raw) and len(raw) <= 30 and name != "rerank" else raw
-    nprobe = given.get("nprobe")
-    if isinstance(nprobe, int) and nprobe > MAX_NPROBE:  # documented, so that every allowed value is taken
-        raise InvalidQuery(f"nprobe must be an integer from 1 to {MAX_NPROBE}, got {nprobe}")
     return SearchOptions(
         k=k, where=filter_arg(args), min_score=min_score_arg(args), collapse=collapse_arg(args), **given
     )
@@ -295,7 +289,7 @@ def duplicate_groups_cached(engine: Any) -> list[list[int]]:
 
     from flask import current_app
 
-    from babelsearch.engine.duplicates import duplicate_groups
+    from babelsearch.engine.duplicate_scan import duplicate_groups
 
     cache = current_app.extensions.setdefault(DUPLICATES_CACHE, {})
     held = cache.get("engine")

@@ -176,19 +176,20 @@ def image(image_id: int):
 
 @views.get("/duplicates")
 def duplicates():
-    """Groups of near-duplicate images in the index (engine.duplicates), as rows of thumbnails."""
+    """Groups of near-duplicate images in the index (engine.duplicate_scan), as rows of thumbnails."""
     context: dict[str, Any] = {"query": "", "groups": [], "total": 0, "threshold": None}
     try:
         engine = require_engine()
         try:
-            from babelsearch.engine import duplicates as finder
+            from babelsearch.engine.duplicate_scan import group_rows
+            from babelsearch.engine.duplicates import DUPLICATE_THRESHOLD
         except ImportError:  # an engine without the module: say so on the page, not a 500
             raise WebError(503, "unavailable", _("Finding near-duplicates is not available here.")) from None
         groups = duplicate_groups_cached(engine)
         context.update(
-            groups=finder.group_rows(engine, groups[:MAX_GROUPS_SHOWN]),
+            groups=group_rows(engine, groups[:MAX_GROUPS_SHOWN]),
             total=len(groups),
-            threshold=finder.DUPLICATE_THRESHOLD,
+            threshold=DUPLICATE_THRESHOLD,
         )
     except (WebError, BabelsearchError) as exc:
         status, code, message = describe_error(exc)

@@ -32,7 +32,8 @@ def duplicates(index_dir, threshold, pixel_threshold, as_json) -> None:
     """List groups of near-duplicate images in INDEX_DIR (from the stored vectors' nearest neighbours)."""
     from babelsearch.engine import SearchEngine
     from babelsearch.engine.catalog import display_path
-    from babelsearch.engine.duplicates import check_threshold, duplicate_groups, group_rows
+    from babelsearch.engine.duplicate_scan import duplicate_groups, group_rows
+    from babelsearch.engine.duplicates import check_threshold
 
     # checked before the index is opened: a bad value is a clear error without loading anything
     threshold = check_threshold(threshold)
