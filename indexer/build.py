@@ -22,7 +22,7 @@ from babelsearch.engine.catalog import file_records, update_file_stats
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder, get_encoder
 from babelsearch.engine.encoders.local import canonical_spec
 from babelsearch.engine.encoders.matryoshka import TRUNCATE_DIM, truncate_dims
-from babelsearch.engine.errors import IncompatibleIndex
+from babelsearch.engine.errors import IncompatibleIndex, InvalidSetting
 from babelsearch.engine.images import MAX_FILE_BYTES
 from babelsearch.engine.layout import MANIFEST, expand_home
 
@@ -64,7 +64,7 @@ def build_index(
     index_dir = Path(index_dir)
     dim = dim if dim is not None else options.dim
     if batch_size is not None and batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+        raise InvalidSetting("batch_size must be at least 1")
     # the manifest records local: paths absolute, so the index opens from any working directory
     model = canonical_spec(model) if model is not None else None
     runner = None

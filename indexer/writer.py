@@ -39,7 +39,7 @@ from babelsearch.engine.catalog import (
     open_catalog,
 )
 from babelsearch.engine.encoders import DEFAULT_MODEL, Encoder
-from babelsearch.engine.errors import IncompatibleIndex
+from babelsearch.engine.errors import IncompatibleIndex, InvalidSetting
 from babelsearch.engine.layout import (
     FORMAT_VERSION,
     MANIFEST,
@@ -126,7 +126,7 @@ class IndexWriter:
                 _check_dim(manifest, dim, index_dir)
             if shard_size is not None:
                 if shard_size < 1:
-                    raise ValueError("shard_size must be at least 1")
+                    raise InvalidSetting("shard_size must be at least 1")
                 manifest.shard_size = shard_size
             manifest.shard_size = manifest.shard_size or DEFAULT_SHARD_SIZE
             db = open_catalog(index_dir)
@@ -256,15 +256,15 @@ class IndexWriter:
     def set_targets(self, recall: float | None = None, latency_ms: float | None = None) -> None:
         """The search target the index tunes itself to at ``finish`` (None, None: the index's own)."""
         if recall is not None and latency_ms is not None:
-            raise ValueError("give a target recall or a target latency, not both")
+            raise InvalidSetting("give a target recall or a target latency, not both")
         if recall is not None:
             if not 0 < recall <= 1:
-                raise ValueError("target recall must be in (0, 1]")
+                raise InvalidSetting("target recall must be in (0, 1]")
             self.manifest.settings["target_recall"] = float(recall)
             self.manifest.settings.pop("target_latency_ms", None)
         if latency_ms is not None:
             if latency_ms <= 0:
-                raise ValueError("target latency must be positive")
+                raise InvalidSetting("target latency must be positive")
             self.manifest.settings["target_latency_ms"] = float(latency_ms)
             self.manifest.settings.pop("target_recall", None)
 

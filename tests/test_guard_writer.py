@@ -13,7 +13,7 @@ import pytest
 
 from babelsearch.engine import SearchEngine
 from babelsearch.engine.catalog import count_images
-from babelsearch.engine.errors import IncompatibleIndex
+from babelsearch.engine.errors import IncompatibleIndex, InvalidSetting
 from babelsearch.engine.layout import read_manifest
 from babelsearch.engine.shards import ShardSet
 from babelsearch.indexer.writer import IndexWriter
@@ -140,7 +140,7 @@ def test_pending_vectors_can_be_removed_before_they_are_written(tmp_path: Path):
 
 def test_bad_input_is_refused(tmp_path: Path):
     index_dir = tmp_path / "index"
-    with pytest.raises(ValueError, match="shard_size must be at least 1"):
+    with pytest.raises(InvalidSetting, match="shard_size must be at least 1"):
         open_writer(index_dir, shard_size=0)
     with open_writer(index_dir) as writer:
         with pytest.raises(ValueError, match="same length"):
@@ -163,12 +163,12 @@ def test_search_targets_are_checked_and_replace_each_other(tmp_path: Path):
     with open_writer(tmp_path / "index") as writer:
         settings = writer.manifest.settings
         for bad in (0, -0.5, 1.01):
-            with pytest.raises(ValueError, match=r"target recall must be in \(0, 1\]"):
+            with pytest.raises(InvalidSetting, match=r"target recall must be in \(0, 1\]"):
                 writer.set_targets(recall=bad)
         for bad in (0, -3):
-            with pytest.raises(ValueError, match="target latency must be positive"):
+            with pytest.raises(InvalidSetting, match="target latency must be positive"):
                 writer.set_targets(latency_ms=bad)
-        with pytest.raises(ValueError, match="not both"):
+        with pytest.raises(InvalidSetting, match="not both"):
             writer.set_targets(recall=0.9, latency_ms=5)
         writer.set_targets(recall=1.0)
         assert settings["target_recall"] == 1.0
@@ -201,3 +201,18 @@ def test_next_id_is_past_vectors_that_have_no_catalog_row_yet(tmp_path: Path):
         ids = np.array([2, 5, 9], np.int64)
         writer.commit(writer.shards + [writer.write_shard(ids, vectors(ids), writer.refine_dtype)], [])
         assert writer.next_id() == 10
+
+
+def test_a_bad_build_setting_is_one_line_from_the_cli_not_a_traceback(colour_folder: Path, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from babelsearch.cli import cli
+    from babelsearch.indexer import build_index
+
+    with pytest.raises(InvalidSetting, match="batch_size must be at least 1"):
+        build_index([colour_folder], tmp_path / "index", model="test-colours", batch_size=0)
+    result = CliRunner().invoke(
+        cli, ["index", str(colour_folder), "--index", str(tmp_path / "index"), "--shard-size", "0", "-q"]
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "shard" in result.output.lower() and isinstance(result.exception, SystemExit)
