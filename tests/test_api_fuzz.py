@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from babelsearch.engine.options import MAX_K
 from babelsearch.webui import create_app
-from babelsearch.webui.openapi import NOT_ONLY_SPACE, SPACE_CLASS, UPLOAD_TYPES
+from babelsearch.webui.openapi_schemas import NOT_ONLY_SPACE, SPACE_CLASS, UPLOAD_TYPES
 from babelsearch.webui.searching import DATE_TEXT
 
 from .conftest import live_server

@@ -15,113 +15,25 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from babelsearch.engine.filters import FILTER_PARAMS, ORIENTATIONS
-from babelsearch.engine.options import MAX_K, MAX_NPROBE, MAX_QUERY_CHARS, MAX_REFINE_FACTOR, MIN_SCORE_LIMIT
+from babelsearch.engine.filters import FILTER_PARAMS
+from babelsearch.engine.options import MAX_K, MAX_QUERY_CHARS
 from babelsearch.engine.rerank import MARGIN_KS, RERANK_MODES
 
-from .searching import (
-    DATE_TEXT,
-    LANG_CODE,
-    MAX_FOLDER_CHARS,
-    MAX_FOLDERS,
-    MAX_LANG_CHARS,
-    MAX_SIDE,
-    TYPE_NAMES,
+from .openapi_schemas import (
+    ID,
+    NOT_ONLY_SPACE,
+    OPTIONS,
+    PLAIN_COSINE,
+    UPLOAD_TYPES,
+    K,
+    error_refs,
+    json_body,
+    option_params,
+    param,
+    ref,
 )
+from .searching import LANG_CODE, MAX_LANG_CHARS
 from .thumbs import THUMB_SIZES
-
-# What str.strip() removes, so a query of these only is "empty" to the engine: listed one by one (not
-# \s), so that the pattern means the same in JSON Schema's ECMA-262 regexes as in Python's.
-SPACE_CLASS = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_ONLY_SPACE = f"[^{SPACE_CLASS}]"
-# what a query image is sent as; anything Pillow cannot decode is a 400 "invalid_image"
-UPLOAD_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff")
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): {"$ref": f"#/components/responses/E{status}"} for status in statuses}
-
-
-def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False):
-    return {"name": name, "in": where, "required": required, "schema": schema, "description": description}
-
-
-ID = _param("image_id", "path", {"type": "integer", "minimum": 0}, "Catalog id of an image.", True)
-K = _param(
-    "k",
-    "query",
-    {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
-    "How many hits; when given, a whole number (an empty k= is refused).",
-)
-
-
-FOLDER = {"type": "string", "minLength": 1, "maxLength": MAX_FOLDER_CHARS, "pattern": "^[^\u0000]*$"}
-DATE = {"type": "string", "pattern": f"^{DATE_TEXT}$"}
-SIDE = {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}
-# (name, schema, description) of what every search takes: the index's knobs, the filters, the cut, the folding
-OPTIONS: list[tuple[str, dict[str, Any], str]] = [
-    (
-        "nprobe",
-        {"type": "integer", "minimum": 1, "maximum": MAX_NPROBE},
-        "Inverted lists scanned (IVF indexes; more than the index has: all); default: the index's.",
-    ),
-    (
-        "refine_factor",
-        {"type": "integer", "minimum": 1, "maximum": MAX_REFINE_FACTOR},
-        "k * this many candidates are re-scored exactly; default: the index's.",
-    ),
-    (
-        "folder",
-        {"type": "array", "items": FOLDER, "maxItems": MAX_FOLDERS},
-        "Only images in this folder or below (repeat it for any of several). An absolute path matches "
-        "the images under it; a relative one (2024/summer) a folder of that name anywhere in the path.",
-    ),
-    (
-        "exclude",
-        {"type": "array", "items": FOLDER, "maxItems": MAX_FOLDERS},
-        "Leave out the images in this folder or below (repeatable; read like folder).",
-    ),
-    (
-        "after",
-        DATE,
-        "Only photos taken on or after this (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], local time): the EXIF "
-        "DateTimeOriginal, else the file's modification time. With before, it must be the earlier one.",
-    ),
-    ("before", DATE, "Only photos taken before this (exclusive; the same form as after)."),
-    ("orientation", {"enum": list(ORIENTATIONS)}, "As shown (after EXIF rotation)."),
-    ("min_width", SIDE, "Only images at least this many pixels wide."),
-    ("min_height", SIDE, "Only images at least this many pixels high."),
-    (
-        "type",
-        {"type": "array", "items": {"enum": list(TYPE_NAMES)}, "maxItems": len(TYPE_NAMES)},
-        "Only files of this format (repeatable: any of them); jpg, heic and tif name jpeg, heif and tiff.",
-    ),
-    (
-        "min_score",
-        {"type": "number", "minimum": -MIN_SCORE_LIMIT, "maximum": MIN_SCORE_LIMIT},
-        "Leave out hits whose score (after any reranking) is below this: a hard cut, unlike `relevant`.",
-    ),
-    (
-        "collapse",
-        {"type": "boolean", "default": True},
-        "Fold near-duplicates (the same shot resized, re-encoded, a burst) into the best-ranked of them, "
-        "listed in its `similar`; false: every image in its own place.",
-    ),
-]
-# image queries rank by plain cosine: the query bank's reranking (rerank, margin_k) applies to text only
-PLAIN_COSINE = " Ranked by plain cosine: rerank and margin_k do not apply to image queries."
-
-
-def _options(*skip: str) -> list[dict[str, Any]]:
-    return [_param(name, "query", schema, text) for name, schema, text in OPTIONS if name not in skip]
 
 
 @functools.cache
@@ -133,15 +45,15 @@ def openapi_document() -> dict[str, Any]:
             "k": {"type": "integer"},
             "took_ms": {"type": "number"},
             "filters": {
-                "anyOf": [_ref("Filters"), {"type": "null"}],
+                "anyOf": [ref("Filters"), {"type": "null"}],
                 "description": "The filters applied, under their parameter names (null: none).",
             },
-            "results": {"type": "array", "items": _ref("Hit")},
+            "results": {"type": "array", "items": ref("Hit")},
         },
     }
     upload_options = {name: schema for name, schema, _ in OPTIONS}
     error_responses = {
-        f"E{status}": _json(_ref("Error"), text)
+        f"E{status}": json_body(ref("Error"), text)
         for status, text in [
             (400, "Bad request: a parameter, the query or the uploaded image is invalid."),
             (404, "No image with that id, or its file is no longer on disk."),
@@ -168,7 +80,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Search by text, in any language",
                     "parameters": [
-                        _param(
+                        param(
                             "q",
                             "query",
                             {
@@ -181,49 +93,50 @@ def openapi_document() -> dict[str, Any]:
                             True,
                         ),
                         K,
-                        _param(
+                        param(
                             "offset",
                             "query",
                             {"type": "integer", "minimum": 0, "maximum": MAX_K - 1, "default": 0},
                             f"Skip this many hits (paging). Ranks end at {MAX_K}: a page reaching past "
                             "it is cut short there.",
                         ),
-                        _param(
+                        param(
                             "lang",
                             "query",
                             {"type": "string", "maxLength": MAX_LANG_CHARS, "pattern": f"^(?:{LANG_CODE})?$"},
                             "The query's language (ISO 639, such as de or pt-BR), instead of detecting it; "
                             "empty: detected. Models that read a language (NLLB) are given it.",
                         ),
-                        _param(
+                        param(
                             "rerank",
                             "query",
                             {"enum": list(RERANK_MODES)},
                             "Candidate reranking; default: the index's (normally distance).",
                         ),
-                        _param(
+                        param(
                             "margin_k",
                             "query",
                             {"enum": [str(k) for k in MARGIN_KS]},
                             "Neighbourhood size for reranking; default: the index's.",
                         ),
-                        *_options(),
+                        *option_params(),
                     ],
-                    "responses": {"200": _json(_ref("TextResults"), "Hits, best first.")} | _errors(400, 431, 500, 503),
+                    "responses": {"200": json_body(ref("TextResults"), "Hits, best first.")}
+                    | error_refs(400, 431, 500, 503),
                 }
             },
             "/api/similar/{image_id}": {
                 "get": {
                     "summary": "More like this: images nearest to an indexed image (itself left out)",
                     "description": "The image's stored vector is the query." + PLAIN_COSINE,
-                    "parameters": [ID, K, *_options()],
+                    "parameters": [ID, K, *option_params()],
                     "responses": {
-                        "200": _json(
+                        "200": json_body(
                             {**hits, "properties": {**hits["properties"], "id": {"type": "integer"}}},
                             "Hits, best first.",
                         )
                     }
-                    | _errors(400, 404, 500, 503),
+                    | error_refs(400, 404, 500, 503),
                 }
             },
             "/api/search/image": {
@@ -249,7 +162,7 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"200": _json(hits, "Hits, best first.")} | _errors(400, 413, 500, 503),
+                    "responses": {"200": json_body(hits, "Hits, best first.")} | error_refs(400, 413, 500, 503),
                 }
             },
             "/api/duplicates": {
@@ -258,7 +171,7 @@ def openapi_document() -> dict[str, Any]:
                     "description": "As `babelsearch duplicates --json`: each group's ids ascending; images without "
                     "a near-duplicate are not listed. Found once per index generation.",
                     "parameters": [
-                        _param(
+                        param(
                             "limit",
                             "query",
                             {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
@@ -266,7 +179,7 @@ def openapi_document() -> dict[str, Any]:
                         )
                     ],
                     "responses": {
-                        "200": _json(
+                        "200": json_body(
                             {
                                 "type": "object",
                                 "required": ["total", "groups"],
@@ -288,21 +201,21 @@ def openapi_document() -> dict[str, Any]:
                             "The groups.",
                         )
                     }
-                    | _errors(400, 500, 503),
+                    | error_refs(400, 500, 503),
                 }
             },
             "/api/images/{image_id}": {
                 "get": {
                     "summary": "An image's catalog record and links",
                     "parameters": [ID],
-                    "responses": {"200": _json(_ref("Image"), "The catalog record.")} | _errors(404, 500, 503),
+                    "responses": {"200": json_body(ref("Image"), "The catalog record.")} | error_refs(404, 500, 503),
                 }
             },
             "/api/health": {
                 "get": {
                     "summary": "Whether an index is loaded and searchable",
                     "responses": {
-                        "200": _json(
+                        "200": json_body(
                             {
                                 "type": "object",
                                 "required": ["status", "images", "model", "generation"],
@@ -319,19 +232,19 @@ def openapi_document() -> dict[str, Any]:
                             "Ready.",
                         )
                     }
-                    | _errors(503),
+                    | error_refs(503),
                 }
             },
             "/api/stats": {
                 "get": {
                     "summary": "Index information and request counters",
-                    "responses": {"200": _json({"type": "object"}, "Index manifest, counts and counters.")},
+                    "responses": {"200": json_body({"type": "object"}, "Index manifest, counts and counters.")},
                 }
             },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+                    "responses": {"200": json_body({"type": "object"}, "OpenAPI 3.1.")},
                 }
             },
             "/images/{image_id}/thumb": {
@@ -339,7 +252,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "JPEG thumbnail of an indexed image",
                     "parameters": [
                         ID,
-                        _param(
+                        param(
                             "size",
                             "query",
                             {"type": "integer", "enum": list(THUMB_SIZES), "default": THUMB_SIZES[0]},
@@ -347,7 +260,7 @@ def openapi_document() -> dict[str, Any]:
                         ),
                     ],
                     "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}}}
-                    | _errors(400, 404, 410, 413, 500, 503),
+                    | error_refs(400, 404, 410, 413, 500, 503),
                 }
             },
             "/images/{image_id}/file": {
@@ -361,7 +274,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"image/*": {}, "application/octet-stream": {}},
                         }
                     }
-                    | _errors(404, 410, 500, 503),
+                    | error_refs(404, 410, 500, 503),
                 }
             },
         },
@@ -407,7 +320,7 @@ def openapi_document() -> dict[str, Any]:
                         **hits["properties"],
                         "query": {"type": "string"},
                         "offset": {"type": "integer"},
-                        "language": _ref("Language"),
+                        "language": ref("Language"),
                         "readings": {
                             "type": "array",
                             "items": {"type": "string"},
