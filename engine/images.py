@@ -194,7 +194,7 @@ def decode_pixels(image: Any, reduce_to: int | None = None) -> int:
     (a progressive JPEG included: its decoder keeps every coefficient of the full size) whole; plus
     ``ROW_PIXELS`` per row, what Pillow's row table weighs."""
     width, height = image.size
-    if image.format != "JPEG" or not reduce_to or image.info.get("progressive") or image.info.get("progression"):
+    if image.format != "JPEG" or not reduce_to or _progressive(image):
         scale = 1
     else:
         # Pillow's draft picks the largest scale that keeps the requested size (libjpeg's scaled IDCT)
@@ -203,9 +203,14 @@ def decode_pixels(image: Any, reduce_to: int | None = None) -> int:
     return math.ceil(width / scale) * rows + ROW_PIXELS * rows
 
 
+def _progressive(image: Any) -> bool:
+    """A progressive JPEG (Pillow marks the SOF2 frame so): no draft scale saves its decoder memory."""
+    return bool(image.info.get("progressive") or image.info.get("progression"))
+
+
 def _too_costly(image: Any, limit: int) -> str:
     kind = (image.format or "image").upper()
-    if kind == "JPEG" and (image.info.get("progressive") or image.info.get("progression")):
+    if kind == "JPEG" and _progressive(image):
         kind = "progressive JPEG"
     megapixels = image.width * image.height / 1e6
     return (

@@ -69,6 +69,11 @@ def describe_error(exc: Exception) -> tuple[int, str, str]:
     return 500, "internal_error", "internal error; the server log has the details"
 
 
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The API's one error shape (the OpenAPI document's ``Error``), for the app and for the server."""
+    return {"error": {"code": code, "message": message}}
+
+
 def handle_error(exc: Exception) -> ResponseReturnValue:
     """The app's error handler: ``{"error": {"code", "message"}}`` for JSON routes, else error.html."""
     status, code, message = describe_error(exc)
@@ -77,7 +82,7 @@ def handle_error(exc: Exception) -> ResponseReturnValue:
         [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"] if isinstance(exc, HTTPException) else []
     )
     if wants_json():
-        return {"error": {"code": code, "message": message}}, status, headers
+        return error_body(code, message), status, headers
     return render_template("error.html", status=status, code=code, message=message), status, headers
 
 

@@ -28,6 +28,8 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 
+from .errors import error_body
+
 # the limits, with why; every one can be changed by create_server's keywords
 CONNECTION_LIMIT = 1000
 CHANNEL_TIMEOUT = 30  # seconds without a byte either way before an idle connection is closed
@@ -105,7 +107,7 @@ class _ApiErrorTask(ErrorTask):
             413: "the request body is larger than the server reads",
         }.get(error.code, f"{error.reason.lower()}: {error.body}")
         code = _ERROR_CODES.get(error.code, error.reason.lower().replace(" ", "_"))
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        body = json.dumps(error_body(code, message)).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
