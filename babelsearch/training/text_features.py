@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from babelsearch.engine.bank import save_vectors
+from babelsearch.engine.layout import atomic_write_bytes
 
 BATCH = 64
 PART = 4096  # texts per file on disk: the unit an interrupted run loses at most
@@ -60,7 +61,7 @@ def embed_cached(
         )
         # vectors first, then the texts: a part is complete only when both exist
         save_vectors(folder / f"part-{next_number}.npy", vectors)
-        (folder / f"part-{next_number}.json").write_text(json.dumps(chunk, ensure_ascii=False), "utf-8")
+        atomic_write_bytes(folder / f"part-{next_number}.json", json.dumps(chunk, ensure_ascii=False).encode())
         next_number += 1
         cached.update(zip(chunk, vectors))
         done += len(chunk)
